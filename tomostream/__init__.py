@@ -1,0 +1,14 @@
+"""tomostream: live tomography for synchrotron beamlines, native to Bluesky.
+
+Layers (dependencies point one way):
+
+- :mod:`tomostream.recon`  pure computation (NumPy or CuPy), no EPICS, no Bluesky
+- :mod:`tomostream.pva`    NTNDArray <-> numpy, PV Access subscribers and publisher (pvapy)
+- :mod:`tomostream.ioc`    Channel Access IOCs served from Python (caproto)
+- :mod:`tomostream.server` the stream server wiring the above together
+- :mod:`tomostream.devices`, :mod:`tomostream.plans`  the Bluesky layer (ophyd, bluesky)
+- :mod:`tomostream.io`     Data Exchange HDF5 files and the catalog (h5py, Tiled)
+- :mod:`tomostream.sim`    a simulated TomoScan streaming beamline
+"""
+
+__version__ = "0.1.0"

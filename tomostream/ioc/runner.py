@@ -1,0 +1,107 @@
+"""Run a caproto PV database in a background thread, on a chosen port, and stop it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+
+from caproto.asyncio.server import Context
+
+from ..errors import TomostreamTimeout
+
+log = logging.getLogger(__name__)
+
+
+class IocThread:
+    """A caproto asyncio server running in a daemon thread with its own event loop.
+
+    Several can run in one process, each on its own CA search port (see
+    :mod:`tomostream.epics_env`). ``start()`` returns once the server is listening;
+    ``stop()`` cancels it and frees its sockets.
+
+    Parameters
+    ----------
+    pvdb : mapping
+        caproto PV database (``PVGroup.pvdb``).
+    port : int
+        Channel Access search port (UDP) and first TCP port tried; 0 = EPICS_CA_SERVER_PORT.
+    interfaces : sequence of str
+        Addresses to bind; loopback by default.
+    name : str
+        Thread name, for logs.
+    """
+
+    def __init__(self, pvdb: Mapping, port: int = 0, interfaces: Sequence[str] = ("127.0.0.1",),
+                 name: str = "ioc"):
+        self.pvdb = pvdb
+        self.port = port
+        self.interfaces = list(interfaces)
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._task: asyncio.Task | None = None
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 10.0) -> IocThread:
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TomostreamTimeout(f"IOC {self.name!r} did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _main(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # reported to start() or logged
+            self._error = exc
+            log.exception("IOC %s stopped with an error", self.name)
+        finally:
+            self._ready.set()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        ctx = Context(self.pvdb, self.interfaces)
+        if self.port:
+            ctx.ca_server_port = self.port
+
+        async def started(async_lib):
+            self._ready.set()
+
+        self._task = asyncio.current_task()
+        await ctx.run(startup_hook=started)
+
+    def call_soon(self, callback, *args) -> None:
+        """Run ``callback(*args)`` in the IOC's event loop (thread-safe)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def run_coroutine(self, coro, timeout: float | None = 5.0):
+        """Run a coroutine in the IOC's loop from another thread and return its result."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.loop is not None and self._task is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> IocThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
