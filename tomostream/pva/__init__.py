@@ -1,1 +1,11 @@
-"""tomostream.pva"""
+"""PV Access layer (pvapy): NTNDArray <-> numpy, dark/flat/theta structures, the server that
+serves channels, the reconstruction publisher and the image / latest-value subscribers."""
+
+from .fields import FIELD_TYPE, THETA_TYPE, field_pv, read_field, read_theta, theta_pv
+from .ntnda import Frame, from_ntnda, to_ntnda
+from .server import PvaChannels
+
+__all__ = [
+    "FIELD_TYPE", "THETA_TYPE", "Frame", "PvaChannels", "field_pv", "from_ntnda", "read_field",
+    "read_theta", "theta_pv", "to_ntnda",
+]
