@@ -1,0 +1,53 @@
+"""A TomoStream IOC served in this process, with a listener recording what it hands on."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+
+from tomostream.ioc.tomostream_ioc import ClosingIocThread, TomoStreamIOC
+
+
+class Recorder:
+    """Listener that keeps every (suffix, value) the IOC hands on, in order."""
+
+    def __init__(self):
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def __call__(self, suffix, value):
+        self.events.put((suffix, value))
+
+    def wait_for(self, suffix, timeout=5.0):
+        """Return the value of the next event for ``suffix`` (skipping others)."""
+        while True:
+            got, value = self.events.get(timeout=timeout)
+            if got == suffix:
+                return value
+
+
+@pytest.fixture
+def ioc(unique_prefix, stream_ca_port):
+    """(group, IocThread, recorder) of a fresh TomoStream IOC on the stream CA port."""
+    recorder = Recorder()
+    group = TomoStreamIOC(f"{unique_prefix}TS:", listener=recorder)
+    thread = ClosingIocThread(group.pvdb, port=stream_ca_port, name="tomostream-test").start()
+    try:
+        yield group, thread, recorder
+    finally:
+        thread.stop()
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture():
+    return wait_until

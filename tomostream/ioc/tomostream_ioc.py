@@ -1,0 +1,411 @@
+"""The TomoStream IOC: the Channel Access face of the stream server.
+
+The PV names, record types and enum strings are those of the APS TomoStream IOC, so existing
+screens, autosave files and scripts keep working. The group validates every write (refusing
+or clamping it, with a message in ``ReconStatus``), runs the watchdog, and hands accepted
+changes to a listener (the stream server) that lives in another thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Callable, Mapping
+
+from caproto import ChannelType, SkipWrite
+from caproto.asyncio.server import Context
+from caproto.server import PVGroup, SubGroup, pvproperty
+from caproto.server.records import BoFields, register_record
+
+from ..errors import BadParameter
+from .runner import IocThread
+
+#: Enum strings, index = value written by clients.
+FILTER_TYPES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
+DEZINGER_TYPES = ("None", "", "Radius 2", "Radius 3", "Radius 4")
+RING_REMOVAL_TYPES = ("None", "fw")
+NO_YES = ("No", "Yes")
+DONE_ACQUIRE = ("Done", "Acquire")
+STOPPED_RUNNING = ("Stopped", "Running")
+
+#: Seconds a watchdog value of 1 lasts; the IOC decrements Watchdog once per period.
+WATCHDOG_PERIOD = 1.0
+#: Value the server writes to Watchdog on each heartbeat.
+WATCHDOG_RESET = 5
+
+STATUS_LENGTH = 256
+_PV_NAME = re.compile(r"^[A-Za-z0-9_:.\-\[\]<>;{}$]+$")
+
+# Listener signature: (PV suffix, accepted value) -> None, called in the IOC's event loop.
+Listener = Callable[[str, object], None]
+
+
+@register_record
+class BusyFields(BoFields):
+    """Fields of a ``busy`` record (synApps): a ``bo`` whose put completes when the work is done."""
+
+    _record_type = "busy"
+
+
+def _finite(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise BadParameter(f"{name}={value} is not a finite number: refused")
+    return value
+
+
+def _clamp(name: str, value: float, low: float, high: float) -> tuple[float, str | None]:
+    """Clamp ``value`` into ``[low, high]``; return it and a message if it moved."""
+    if value < low or value > high:
+        new = min(max(value, low), high)
+        return new, f"{name}={value:g} is outside {low:g}..{high:g}: set to {new:g}"
+    return value, None
+
+
+def _stringout(value: str, **kwargs) -> pvproperty:
+    return pvproperty(value=value, dtype=ChannelType.STRING, record="stringout", **kwargs)
+
+
+class _Part(PVGroup):
+    """A SubGroup that reports accepted writes and problems to the top-level group."""
+
+    async def _refuse(self, message: str):
+        await self.parent.report(message)
+        raise SkipWrite()
+
+    async def _accept(self, suffix: str, value, message: str | None = None):
+        if message:
+            await self.parent.report(message)
+        self.parent.notify(suffix, value)
+        return value
+
+
+class ChannelNames(_Part):
+    """Where the stream comes from and where the reconstruction goes (names, not values)."""
+
+    TomoScanPVPrefix = _stringout("2bmb:TomoScanStream:",
+                                  doc="prefix of the TomoScan IOC that drives the scan")
+    ImagePVAPName = _stringout("2bmb:TomoScanStream:PvaPluginPVPrefix",
+                               doc="CA PV whose value is the detector's PVA plugin prefix")
+    DarkPVAName = _stringout("2bmb:TomoScanStream:StreamDarkFields",
+                             doc="PVA channel of the averaged dark field")
+    FlatPVAName = _stringout("2bmb:TomoScanStream:StreamFlatFields",
+                             doc="PVA channel of the averaged flat field")
+    ThetaPVAName = _stringout("2bmb:TomoScanStream:StreamTheta",
+                              doc="PVA channel of the angle table [degrees]")
+    ReconPVAName = _stringout("2bmb:TomoStream:StreamRecon",
+                              doc="PVA channel where the three slices are served")
+
+    async def _name(self, instance, value):
+        suffix = instance.pvspec.name
+        text = str(value).strip()
+        if not _PV_NAME.match(text):
+            await self._refuse(f"{suffix}={value!r} is not a PV name: refused")
+        return await self._accept(suffix, text)
+
+    TomoScanPVPrefix.putter(_name)
+    ImagePVAPName.putter(_name)
+    DarkPVAName.putter(_name)
+    FlatPVAName.putter(_name)
+    ThetaPVAName.putter(_name)
+    ReconPVAName.putter(_name)
+
+
+class ReconParams(_Part):
+    """Reconstruction parameters; each takes effect on the next published update."""
+
+    Center = pvproperty(value=0.0, record="ao", units="pixels", precision=2,
+                        doc="rotation axis, detector column [pixels]; 0 = middle of the frame")
+    CenterTweak = pvproperty(value=0.5, record="ao", units="pixels", precision=2,
+                             doc="step of CenterTweakUp / CenterTweakDown [pixels]")
+    CenterTweakUp = pvproperty(value=0.0, record="calcout", doc="Center += CenterTweak")
+    CenterTweakDown = pvproperty(value=0.0, record="calcout", doc="Center -= CenterTweak")
+    FilterType = pvproperty(value="Parzen", enum_strings=FILTER_TYPES, dtype=ChannelType.ENUM,
+                            record="mbbo", doc="filter of the filtered backprojection")
+    Dezinger = pvproperty(value="None", enum_strings=DEZINGER_TYPES, dtype=ChannelType.ENUM,
+                          record="mbbo", doc="zinger removal radius [pixels]")
+    RingRemoval = pvproperty(value="None", enum_strings=RING_REMOVAL_TYPES, dtype=ChannelType.ENUM,
+                             record="mbbo", doc="ring artefact removal")
+    OrthoX = pvproperty(value=0, record="longout", units="pixels",
+                        doc="column of the X slice [pixels]; 0..width-1")
+    OrthoY = pvproperty(value=0, record="longout", units="pixels",
+                        doc="column of the Y slice [pixels]; 0..width-1")
+    OrthoZ = pvproperty(value=0, record="longout", units="pixels",
+                        doc="detector row of the Z slice [pixels]; 0..height-1")
+    RotX = pvproperty(value=0.0, record="ao", units="degrees", precision=2, doc="tilt of the X slice")
+    RotY = pvproperty(value=0.0, record="ao", units="degrees", precision=2, doc="tilt of the Y slice")
+    RotZ = pvproperty(value=0.0, record="ao", units="degrees", precision=2, doc="tilt of the Z slice")
+    Energy = pvproperty(value=20.0, record="ao", units="keV", precision=2,
+                        doc="X-ray energy for phase retrieval [keV]")
+    Distance = pvproperty(value=50.0, record="ao", units="mm", precision=2,
+                          doc="sample-detector distance for phase retrieval [mm]")
+    Alpha = pvproperty(value=0.0, record="ao", precision=5,
+                       doc="Paganin regularisation; 0 turns phase retrieval off")
+    PixelSize = pvproperty(value=1.0, record="ao", units="um", precision=3,
+                           doc="detector pixel size at the sample [um]")
+
+    #: Closed ranges of the float parameters; the last item says whether the low end is open.
+    LIMITS: Mapping[str, tuple[float, float, bool]] = {
+        "RotX": (-180.0, 180.0, False), "RotY": (-180.0, 180.0, False),
+        "RotZ": (-180.0, 180.0, False), "Energy": (0.0, 1000.0, True),
+        "Distance": (0.0, 1.0e5, False), "Alpha": (0.0, 1.0e3, False),
+        "PixelSize": (0.0, 1.0e4, True), "CenterTweak": (0.0, 1.0e4, False),
+    }
+
+    @Center.putter
+    async def Center(self, instance, value):
+        try:
+            value = _finite("Center", value)
+        except BadParameter as exc:
+            await self._refuse(str(exc))
+        width = self.parent.frame_width
+        high = float(width - 1) if width else math.inf
+        value, message = _clamp("Center", value, 0.0, high)
+        return await self._accept("Center", value, message)
+
+    async def _bounded(self, instance, value):
+        suffix = instance.pvspec.name
+        low, high, open_low = self.LIMITS[suffix]
+        try:
+            value = _finite(suffix, value)
+        except BadParameter as exc:
+            await self._refuse(str(exc))
+        if open_low and value <= low:
+            await self._refuse(f"{suffix}={value:g} must be > {low:g}: refused")
+        value, message = _clamp(suffix, value, low, high)
+        return await self._accept(suffix, value, message)
+
+    RotX.putter(_bounded)
+    RotY.putter(_bounded)
+    RotZ.putter(_bounded)
+    Energy.putter(_bounded)
+    Distance.putter(_bounded)
+    Alpha.putter(_bounded)
+    PixelSize.putter(_bounded)
+    CenterTweak.putter(_bounded)
+
+    async def _tweak(self, instance, value, sign: float):
+        center = self.Center.value + sign * self.CenterTweak.value
+        await self.Center.write(center)
+        return value
+
+    @CenterTweakUp.putter
+    async def CenterTweakUp(self, instance, value):
+        return await self._tweak(instance, value, +1.0)
+
+    @CenterTweakDown.putter
+    async def CenterTweakDown(self, instance, value):
+        return await self._tweak(instance, value, -1.0)
+
+    async def _enum(self, instance, value):
+        suffix = instance.pvspec.name
+        if value not in instance.enum_strings or value == "":
+            await self._refuse(f"{suffix}={value!r} is not one of "
+                               f"{[s for s in instance.enum_strings if s]}: refused")
+        return await self._accept(suffix, value)
+
+    FilterType.putter(_enum)
+    Dezinger.putter(_enum)
+    RingRemoval.putter(_enum)
+
+    async def _ortho(self, instance, value):
+        suffix = instance.pvspec.name
+        size = self.parent.frame_height if suffix == "OrthoZ" else self.parent.frame_width
+        high = float(size - 1) if size else float(2**31 - 1)
+        new, message = _clamp(suffix, float(value), 0.0, high)
+        return await self._accept(suffix, int(new), message)
+
+    OrthoX.putter(_ortho)
+    OrthoY.putter(_ortho)
+    OrthoZ.putter(_ortho)
+
+
+class ReconState(_Part):
+    """What the server reports: status text, timing, buffer fill and frame counters."""
+
+    ReconStatus = pvproperty(value="Stopped", dtype=ChannelType.CHAR, max_length=STATUS_LENGTH,
+                             report_as_string=True, record="waveform", read_only=True,
+                             doc="status text of the server")
+    ReconTime = pvproperty(value=0.0, record="ao", units="s", precision=4, read_only=True,
+                           doc="seconds per published update of the three slices")
+    BufferSize = _stringout("0/0", read_only=True,
+                            doc='"filled/size" of the 180 degree buffer [frames]')
+    FramesReceived = pvproperty(value=0, record="longin", units="frames", read_only=True,
+                                doc="frames received from the detector")
+    FramesUsed = pvproperty(value=0, record="longin", units="frames", read_only=True,
+                            doc="projections pushed into the reconstruction")
+    FramesDropped = pvproperty(value=0, record="longin", units="frames", read_only=True,
+                               doc="frames dropped because the server fell behind")
+    FramesLost = pvproperty(value=0, record="longin", units="frames", read_only=True,
+                            doc="frames missing from the uniqueId sequence")
+    FramesBad = pvproperty(value=0, record="longin", units="frames", read_only=True,
+                           doc="malformed frames or frames of the wrong size, skipped")
+
+
+class Control(_Part):
+    """Start / stop and the server heartbeat."""
+
+    StartRecon = pvproperty(value="Done", enum_strings=DONE_ACQUIRE, dtype=ChannelType.ENUM,
+                            record="busy", doc="Acquire starts streaming; put completes when it stops")
+    AbortRecon = pvproperty(value="No", enum_strings=NO_YES, dtype=ChannelType.ENUM, record="bo",
+                            doc="Yes stops the streaming reconstruction")
+    Watchdog = pvproperty(value=0.0, record="calcout",
+                          doc=f"decremented each {WATCHDOG_PERIOD:g} s; the server sets it to "
+                              f"{WATCHDOG_RESET}")
+    ServerRunning = pvproperty(value="Stopped", enum_strings=STOPPED_RUNNING, dtype=ChannelType.ENUM,
+                               record="bi", read_only=True, doc="Running while Watchdog > 0")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stopped: asyncio.Event | None = None
+
+    @StartRecon.putter
+    async def StartRecon(self, instance, value):
+        if value != "Acquire":
+            if instance.value == "Acquire":
+                self.parent.notify("AbortRecon", "Yes")
+            return value
+        if instance.value == "Acquire":
+            await self._refuse("StartRecon: the reconstruction is already running")
+        self._stopped = asyncio.Event()
+        await instance.write("Acquire", verify_value=False)
+        self.parent.notify("StartRecon", "Acquire")
+        await self._stopped.wait()
+        self._stopped = None
+        return "Done"
+
+    async def finished(self) -> None:
+        """Complete the StartRecon put (the stream has stopped)."""
+        if self._stopped is not None:
+            self._stopped.set()
+        elif self.StartRecon.value != "Done":
+            await self.StartRecon.write("Done", verify_value=False)
+        await self.AbortRecon.write("No", verify_value=False)
+
+    @AbortRecon.putter
+    async def AbortRecon(self, instance, value):
+        if value == "Yes":
+            self.parent.notify("AbortRecon", "Yes")
+        return value
+
+    @Watchdog.putter
+    async def Watchdog(self, instance, value):
+        value = max(float(value), 0.0) if math.isfinite(float(value)) else 0.0
+        running = STOPPED_RUNNING[value > 0]
+        if self.ServerRunning.value != running:
+            await self.ServerRunning.write(running)
+        return value
+
+    @Watchdog.scan(period=WATCHDOG_PERIOD)
+    async def Watchdog(self, instance, async_lib):
+        if instance.value > 0:
+            await instance.write(instance.value - 1)
+
+
+class TomoStreamIOC(PVGroup):
+    """TomoStream IOC: live ortho-slice reconstruction of a TomoScan stream.
+
+    PVs (prefix + suffix), record type, units:
+
+    Channels (stringout): TomoScanPVPrefix, ImagePVAPName (a CA PV on the TomoScan side whose
+    value is the detector's PVA plugin prefix; image channel = value + "Image"), DarkPVAName,
+    FlatPVAName, ThetaPVAName, ReconPVAName.
+
+    Reconstruction (taking effect live): Center (ao, pixels), CenterTweak (ao, pixels),
+    CenterTweakUp / CenterTweakDown (calcout: Center +/-= CenterTweak), FilterType (mbbo:
+    Parzen, Shepp-logan, Ramp, Butterworth), Dezinger (mbbo: None, Radius 2..4), RingRemoval
+    (mbbo: None, fw), OrthoX / OrthoY / OrthoZ (longout, pixels), RotX / RotY / RotZ (ao,
+    degrees), Energy (ao, keV), Distance (ao, mm), Alpha (ao; 0 = no phase retrieval),
+    PixelSize (ao, um).
+
+    Status (read-only): ReconStatus (waveform of char), ReconTime (ao, s), BufferSize
+    (stringout "filled/size"), FramesReceived, FramesUsed, FramesDropped, FramesLost,
+    FramesBad (longin, frames).
+
+    Control: StartRecon (busy Done/Acquire; the put completes when streaming stops),
+    AbortRecon (bo No/Yes), Watchdog (calcout, decremented each second, set to 5 by the
+    server), ServerRunning (bi Stopped/Running, Running while Watchdog > 0).
+
+    Writes that make no sense are refused (NaN, unknown enum index, a malformed PV name) or
+    clamped into range (slice positions beyond the frame, a center outside it); either way
+    ReconStatus says what happened.
+
+    Parameters
+    ----------
+    prefix : str
+        PV prefix, e.g. ``2bmb:TomoStream:``.
+    listener : callable, optional
+        ``listener(suffix, value)``, called in the IOC's event loop after each accepted write
+        of a setting and on ``StartRecon`` / ``AbortRecon``. It must not block.
+    """
+
+    channels = SubGroup(ChannelNames, prefix="")
+    params = SubGroup(ReconParams, prefix="")
+    state = SubGroup(ReconState, prefix="")
+    control = SubGroup(Control, prefix="")
+
+    def __init__(self, prefix: str, *, listener: Listener | None = None, **kwargs):
+        super().__init__(prefix, **kwargs)
+        self.listener = listener
+        #: Frame geometry [pixels] used to clamp Center and OrthoX/Y/Z; None until known.
+        self.frame_width: int | None = None
+        self.frame_height: int | None = None
+
+    def notify(self, suffix: str, value) -> None:
+        """Hand an accepted write to the listener."""
+        if self.listener is not None:
+            self.listener(suffix, value)
+
+    async def report(self, message: str) -> None:
+        """Show ``message`` in ReconStatus (truncated to the waveform length) and log it."""
+        self.log.info("%s", message)
+        await self.state.ReconStatus.write(message[:STATUS_LENGTH - 1])
+
+    def channel(self, suffix: str):
+        """The ChannelData of the PV ``prefix + suffix``."""
+        return self.pvdb[self.prefix + suffix]
+
+    def value(self, suffix: str):
+        """Current value of the PV ``prefix + suffix`` (safe to call from any thread)."""
+        return self.pvdb[self.prefix + suffix].value
+
+    async def apply(self, values: Mapping[str, object]) -> None:
+        """Write ``{suffix: value}`` through the putters (validated), e.g. start-up defaults."""
+        for suffix, value in values.items():
+            if self.prefix + suffix not in self.pvdb:
+                raise BadParameter(f"TomoStream has no PV {suffix!r}")
+            await self.channel(suffix).write(value)
+
+    async def update(self, values: Mapping[str, object]) -> None:
+        """Write ``{suffix: value}`` as the server (read-only PVs too, no validation)."""
+        for suffix, value in values.items():
+            channel = self.channel(suffix)
+            if channel.value != value:
+                await channel.write(value, verify_value=False)
+
+
+class ClosingIocThread(IocThread):
+    """An :class:`IocThread` that also closes its clients' TCP circuits when it stops.
+
+    caproto's server leaves the connections of still-connected clients open when it is
+    cancelled; their transports are then collected after the loop has closed, which Python
+    reports as ResourceWarnings. Closing them before the loop ends keeps shutdown clean.
+    """
+
+    async def _serve(self) -> None:
+        ctx = Context(self.pvdb, self.interfaces)
+        if self.port:
+            ctx.ca_server_port = self.port
+
+        async def started(async_lib):
+            self._ready.set()
+
+        self._task = asyncio.current_task()
+        try:
+            await ctx.run(startup_hook=started)
+        finally:
+            for circuit in list(ctx.circuits):
+                circuit.client.close()
+            for _ in range(3):  # let the transports finish closing
+                await asyncio.sleep(0)
