@@ -1,0 +1,74 @@
+"""Validation of reconstruction settings shared by ``TomoStream.set_recon`` and the plan stub."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..errors import BadParameter
+
+#: FilterType enum strings of the TomoStream IOC, index = PV value.
+FILTER_NAMES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
+
+
+def filter_pv_value(name: str) -> str:
+    """The FilterType enum string for a filter ``name`` given in any case.
+
+    Raises
+    ------
+    BadParameter
+        If ``name`` is not a filter the TomoStream IOC offers.
+    """
+    for pv_name in FILTER_NAMES:
+        if str(name).strip().lower() == pv_name.lower():
+            return pv_name
+    raise BadParameter(f"FilterType={name!r} is not one of {list(FILTER_NAMES)}")
+
+
+def _triple(label: str, values: Sequence, kind: type) -> tuple:
+    if len(values) != 3:
+        raise BadParameter(f"{label}={values!r} must have three values (x, y, z)")
+    out = tuple(kind(v) for v in values)
+    if not all(math.isfinite(v) for v in out):
+        raise BadParameter(f"{label}={values!r} must be finite")
+    return out
+
+
+def recon_settings(tomostream, *, center: float | None = None, filter: str | None = None,
+                   ortho: Sequence[int] | None = None, rot: Sequence[float] | None = None) -> list:
+    """``[(signal, value), ...]`` for the settings given (None = leave as is), validated.
+
+    Parameters
+    ----------
+    tomostream : TomoStream
+        The device whose signals are set.
+    center : float, optional
+        Rotation axis [pixels].
+    filter : str, optional
+        Filter name, any case.
+    ortho : (int, int, int), optional
+        Slice positions X, Y, Z [pixels]; must be >= 0.
+    rot : (float, float, float), optional
+        Slice tilts X, Y, Z [degrees].
+
+    Raises
+    ------
+    BadParameter
+        On a non-finite center, an unknown filter, a negative slice position or a wrong count.
+    """
+    pairs = []
+    if center is not None:
+        if not math.isfinite(float(center)):
+            raise BadParameter(f"Center={center!r} is not a finite number")
+        pairs.append((tomostream.center, float(center)))
+    if filter is not None:
+        pairs.append((tomostream.filter_type, filter_pv_value(filter)))
+    if ortho is not None:
+        ix, iy, iz = _triple("ortho", ortho, int)
+        if min(ix, iy, iz) < 0:
+            raise BadParameter(f"ortho={tuple(ortho)!r}: slice positions must be >= 0 pixels")
+        pairs += [(tomostream.ortho_x, ix), (tomostream.ortho_y, iy), (tomostream.ortho_z, iz)]
+    if rot is not None:
+        rx, ry, rz = _triple("rot", rot, float)
+        pairs += [(tomostream.rot_x, rx), (tomostream.rot_y, ry), (tomostream.rot_z, rz)]
+    return pairs

@@ -1,0 +1,103 @@
+"""The TomoStream IOC (the stream server's Channel Access face) as an ophyd device."""
+
+from __future__ import annotations
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO
+from ophyd.status import StatusBase
+
+from .pva_image import PvaImageSignal
+from .recon_settings import recon_settings
+
+
+class TomoStream(Device):
+    """Streaming ortho-slice reconstruction: settings, status and the published slices.
+
+    Settings are ``config``; status (ReconTime, BufferSize, frame counters, ServerRunning) is
+    ``normal`` or ``hinted``; commands are ``omitted``. ``recon`` is the published
+    reconstruction (PVA), read explicitly when a snapshot is wanted.
+
+    Parameters
+    ----------
+    prefix : str
+        PV prefix, e.g. ``"2bmb:TomoStream:"``.
+    name : str
+        Device name; prefixes the data keys.
+    """
+
+    # --- channels: where the stream comes from and where the slices go -----------------------
+    tomoscan_prefix = Cpt(EpicsSignal, "TomoScanPVPrefix", string=True, kind="config")
+    image_pvap_name = Cpt(EpicsSignal, "ImagePVAPName", string=True, kind="config")
+    dark_pva_name = Cpt(EpicsSignal, "DarkPVAName", string=True, kind="config")
+    flat_pva_name = Cpt(EpicsSignal, "FlatPVAName", string=True, kind="config")
+    theta_pva_name = Cpt(EpicsSignal, "ThetaPVAName", string=True, kind="config")
+    recon_pva_name = Cpt(EpicsSignal, "ReconPVAName", string=True, kind="config")
+
+    # --- reconstruction settings --------------------------------------------------------------
+    center = Cpt(EpicsSignal, "Center", kind="config")  # [pixels]
+    center_tweak = Cpt(EpicsSignal, "CenterTweak", kind="config")  # [pixels]
+    filter_type = Cpt(EpicsSignal, "FilterType", string=True, kind="config")
+    dezinger = Cpt(EpicsSignal, "Dezinger", string=True, kind="config")
+    ring_removal = Cpt(EpicsSignal, "RingRemoval", string=True, kind="config")
+    ortho_x = Cpt(EpicsSignal, "OrthoX", kind="config")  # [pixels]
+    ortho_y = Cpt(EpicsSignal, "OrthoY", kind="config")  # [pixels]
+    ortho_z = Cpt(EpicsSignal, "OrthoZ", kind="config")  # [pixels]
+    rot_x = Cpt(EpicsSignal, "RotX", kind="config")  # [degrees]
+    rot_y = Cpt(EpicsSignal, "RotY", kind="config")  # [degrees]
+    rot_z = Cpt(EpicsSignal, "RotZ", kind="config")  # [degrees]
+    energy = Cpt(EpicsSignal, "Energy", kind="config")  # [keV]
+    distance = Cpt(EpicsSignal, "Distance", kind="config")  # [mm]
+    alpha = Cpt(EpicsSignal, "Alpha", kind="config")
+    pixel_size = Cpt(EpicsSignal, "PixelSize", kind="config")  # [um]
+
+    # --- status -------------------------------------------------------------------------------
+    recon_status = Cpt(EpicsSignalRO, "ReconStatus", string=True, kind="normal")
+    recon_time = Cpt(EpicsSignalRO, "ReconTime", kind="hinted")  # [s]
+    buffer_size = Cpt(EpicsSignalRO, "BufferSize", string=True, kind="normal")
+    frames_received = Cpt(EpicsSignalRO, "FramesReceived", kind="normal")
+    frames_used = Cpt(EpicsSignalRO, "FramesUsed", kind="hinted")
+    frames_dropped = Cpt(EpicsSignalRO, "FramesDropped", kind="normal")
+    frames_lost = Cpt(EpicsSignalRO, "FramesLost", kind="normal")
+    frames_bad = Cpt(EpicsSignalRO, "FramesBad", kind="normal")
+    server_running = Cpt(EpicsSignalRO, "ServerRunning", string=True, kind="normal")
+
+    # --- commands -----------------------------------------------------------------------------
+    start_recon = Cpt(EpicsSignal, "StartRecon", put_complete=True, kind="omitted")
+    abort_recon = Cpt(EpicsSignal, "AbortRecon", kind="omitted")
+    center_tweak_up = Cpt(EpicsSignal, "CenterTweakUp", kind="omitted")
+    center_tweak_down = Cpt(EpicsSignal, "CenterTweakDown", kind="omitted")
+    watchdog = Cpt(EpicsSignalRO, "Watchdog", kind="omitted")
+
+    # --- the published reconstruction (PV Access) ---------------------------------------------
+    recon = Cpt(PvaImageSignal, channel_from="recon_pva_name", kind="omitted")
+
+    def set_recon(self, *, center: float | None = None, filter: str | None = None,
+                  ortho: tuple[int, int, int] | None = None,
+                  rot: tuple[float, float, float] | None = None) -> StatusBase:
+        """Change several reconstruction settings at once; each takes effect on the next update.
+
+        Parameters
+        ----------
+        center : float, optional
+            Rotation axis [pixels, detector column].
+        filter : str, optional
+            Filter name, any case: parzen, shepp-logan, ramp, butterworth.
+        ortho : (int, int, int), optional
+            Slice positions (X column, Y column, Z row) [pixels].
+        rot : (float, float, float), optional
+            Tilts of the X, Y, Z slice planes [degrees].
+
+        Returns
+        -------
+        Status
+            Done when every write has completed.
+        """
+        status = None
+        for signal, value in recon_settings(self, center=center, filter=filter, ortho=ortho,
+                                            rot=rot):
+            st = signal.set(value)
+            status = st if status is None else status & st
+        if status is None:
+            status = StatusBase()
+            status.set_finished()
+        return status
