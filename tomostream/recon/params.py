@@ -1,0 +1,164 @@
+"""Reconstruction parameters: one frozen dataclass, validated on every change.
+
+Units are stated per field; conversions to SI happen in :mod:`tomostream.recon.paganin` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from tomostream.errors import BadParameter
+
+#: Canonical filter names (lower case), in the order the documentation lists them.
+FILTERS: tuple[str, ...] = ("ramp", "shepp-logan", "parzen", "butterworth", "hann", "hamming", "cosine")
+
+#: Other accepted spellings (the FilterType PV of the TomoStream IOC uses these).
+FILTER_ALIASES: dict[str, str] = {
+    "Ramp": "ramp", "Shepp-logan": "shepp-logan", "Parzen": "parzen", "Butterworth": "butterworth",
+}
+
+#: Largest dezinger median radius [pixels] (the Dezinger PV offers 2, 3, 4).
+MAX_DEZINGER_RADIUS = 4
+
+
+def canonical_filter(name: str) -> str:
+    """Return the canonical spelling of filter ``name``.
+
+    Raises
+    ------
+    BadParameter
+        ``name`` is not one of :data:`FILTERS` (any case) or :data:`FILTER_ALIASES`.
+    """
+    if isinstance(name, str):
+        if name in FILTER_ALIASES:
+            return FILTER_ALIASES[name]
+        if name.lower() in FILTERS:
+            return name.lower()
+    valid = ", ".join(FILTERS + tuple(FILTER_ALIASES))
+    raise BadParameter(f"filter={name!r} is not a known filter; valid: {valid}")
+
+
+@dataclass(frozen=True)
+class ReconParams:
+    """Parameters of the ortho-slice reconstruction.
+
+    Parameters
+    ----------
+    center : float [pixels]
+        Detector column of the rotation axis (``None`` at construction means ``width / 2``).
+    filter : str
+        Reconstruction filter, one of :data:`FILTERS`.
+    ortho : (int, int, int) [pixels]
+        Slice positions ``(ix, iy, iz)``: the X slice at column ``ix``, the Y slice at row
+        ``iy`` of the Z slice, the Z slice at detector row ``iz``.
+    rot : (float, float, float) [degrees]
+        Rotation of the slice frame about the X, Y and Z axes through the crossing point of
+        the slices (applied in that order); ``(0, 0, 0)`` gives untilted slices.
+    dezinger : int [pixels]
+        Median radius of the outlier filter applied to raw frames; 0 turns it off.
+    dezinger_threshold : float [counts]
+        A raw pixel more than this above its local median is replaced by the median.
+    energy : float [keV]
+        Photon energy, for Paganin phase retrieval.
+    distance : float [mm]
+        Sample-to-detector distance, for Paganin phase retrieval.
+    alpha : float
+        Paganin regularisation (delta/beta ratio scaled as in tomopy); 0 turns it off.
+    pixel_size : float [micrometres]
+        Detector pixel size at the sample, for Paganin phase retrieval.
+    """
+
+    center: float
+    filter: str = "parzen"
+    ortho: tuple[int, int, int] = (0, 0, 0)
+    rot: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    dezinger: int = 0
+    dezinger_threshold: float = 5000.0
+    energy: float = 20.0
+    distance: float = 100.0
+    alpha: float = 0.0
+    pixel_size: float = 1.0
+
+    #: Fields whose change requires re-processing the raw frames (not only re-backprojecting).
+    PROCESSING = ("filter", "dezinger", "dezinger_threshold", "energy", "distance", "alpha", "pixel_size")
+
+    def replace(self, width: int, height: int, **changes) -> ReconParams:
+        """Return a validated copy with ``changes`` applied.
+
+        Parameters
+        ----------
+        width, height : int [pixels]
+            Detector size, bounding ``ortho``.
+        **changes
+            Any field of this class.
+
+        Raises
+        ------
+        BadParameter
+            An unknown field or an invalid value; the message names both.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise BadParameter(f"unknown reconstruction parameter(s) {unknown}; valid: {sorted(names)}")
+        values = {**dataclasses.asdict(self), **changes}
+        return _validated(values, width, height)
+
+
+def _finite(name: str, value, low: float = -math.inf, high: float = math.inf,
+            low_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise BadParameter(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(v) or v < low or v > high or (low_open and v == low):
+        bound = f"> {low}" if low_open else f"in [{low}, {high}]"
+        raise BadParameter(f"{name}={value!r} must be finite and {bound}")
+    return v
+
+
+def _triple(name: str, value) -> tuple:
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise BadParameter(f"{name}={value!r} must be a sequence of 3 numbers") from None
+    if len(items) != 3:
+        raise BadParameter(f"{name}={value!r} must have 3 elements")
+    return items
+
+
+def _validated(v: dict, width: int, height: int) -> ReconParams:
+    center = _finite("center", v["center"], -width, 2 * width)
+    ortho_in = _triple("ortho", v["ortho"])
+    ortho = []
+    for axis, value, size in zip("xyz", ortho_in, (width, width, height), strict=True):
+        f = _finite(f"ortho {axis}", value)
+        if f != int(f) or not 0 <= f < size:
+            raise BadParameter(f"ortho {axis}={value!r} must be an integer in 0..{size - 1}")
+        ortho.append(int(f))
+    rot = tuple(_finite(f"rot {axis}", r, -360.0, 360.0) for axis, r in zip("xyz", _triple("rot", v["rot"]),
+                                                                           strict=True))
+    dz = _finite("dezinger", v["dezinger"], 0, MAX_DEZINGER_RADIUS)
+    if dz != int(dz):
+        raise BadParameter(f"dezinger={v['dezinger']!r} must be an integer radius 0..{MAX_DEZINGER_RADIUS}")
+    return ReconParams(
+        center=center,
+        filter=canonical_filter(v["filter"]),
+        ortho=tuple(ortho),
+        rot=rot,
+        dezinger=int(dz),
+        dezinger_threshold=_finite("dezinger_threshold", v["dezinger_threshold"], 0.0, low_open=True),
+        energy=_finite("energy", v["energy"], 0.0, low_open=True),
+        distance=_finite("distance", v["distance"], 0.0),
+        alpha=_finite("alpha", v["alpha"], 0.0),
+        pixel_size=_finite("pixel_size", v["pixel_size"], 0.0, low_open=True),
+    )
+
+
+def default_params(width: int, height: int) -> ReconParams:
+    """Parameters for a ``width`` x ``height`` detector: axis at ``width/2``, slices through the middle."""
+    return _validated(dataclasses.asdict(ReconParams(center=width / 2.0,
+                                                     ortho=(width // 2, width // 2, height // 2))),
+                      width, height)

@@ -1,0 +1,347 @@
+"""``OrthoReconstructor``: three orthogonal slices kept reconstructed from the last 180 degrees.
+
+Per frame: dark/flat normalisation, optional dezinger and Paganin phase retrieval, ``-log``,
+row filtering; the filtered frame goes into the slot of its angle modulo 180 degrees (one
+frame per slot, a newer frame replaces the older). Unnormalised slice sums are updated by
+subtracting the replaced frame's backprojection and adding the new one's (work per frame, not
+per buffer); the slices are those sums times ``pi / filled``. Parameter changes invalidate
+lazily: the next :meth:`OrthoReconstructor.slices` re-processes raw frames (dark, flat,
+filter, dezinger, phase) or only re-backprojects the filtered buffer (center, ortho, rot).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tomostream.errors import BadFrame, BadParameter
+from tomostream.recon import paganin
+from tomostream.recon._cpu_kernels import MIN_TRANSMISSION
+from tomostream.recon.backend import select_backend
+from tomostream.recon.filters import filter_rows, filter_window, padded_length
+from tomostream.recon.geometry import slice_points
+from tomostream.recon.params import ReconParams, default_params
+
+FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+class OrthoReconstructor:
+    """Streaming filtered-backprojection of three orthogonal slices (parallel beam).
+
+    Parameters
+    ----------
+    width, height : int [pixels]
+        Detector columns ``n`` and rows ``nz``.
+    buffer_size : int
+        Angular slots over 180 degrees (slot width ``180 / buffer_size`` degrees).
+    backend : {"auto", "numpy", "cupy"}
+    rebuild_every : int, optional
+        Recompute the slices from scratch after this many incremental frame updates, so
+        rounding never accumulates (default ``8 * buffer_size``; 0 never).
+    batch : int, optional
+        Frames processed together (default: what fits a few hundred MiB of work space).
+
+    Raises
+    ------
+    BadParameter
+        Invalid sizes, or a GPU buffer that does not fit the free device memory.
+    BackendUnavailable
+        ``backend="cupy"`` without CuPy or a device.
+    """
+
+    def __init__(self, width: int, height: int, buffer_size: int, backend: str = "auto", *,
+                 rebuild_every: int | None = None, batch: int | None = None) -> None:
+        for name, v in (("width", width), ("height", height), ("buffer_size", buffer_size)):
+            if not isinstance(v, int | np.integer) or v < 1:
+                raise BadParameter(f"{name}={v!r} must be a positive integer")
+        self.width, self.height, self.buffer_size = int(width), int(height), int(buffer_size)
+        self._be = select_backend(backend)
+        self.backend, self.backend_reason = self._be.name, self._be.reason
+        self.rebuild_every = 8 * self.buffer_size if rebuild_every is None else int(rebuild_every)
+        n, nz, xp = self.width, self.height, self._be.xp
+        frame_work = nz * padded_length(n) * 4 * 4          # padded rows, spectrum, temporaries
+        self._batch = int(batch or max(1, min(32, (512 << 20) // frame_work)))
+        self._check_memory(np.dtype(np.uint16))
+        self._params = default_params(n, nz)
+        self._stream = self._be.stream()
+        with self._stream:
+            self._filt = xp.zeros((self.buffer_size, nz, n), dtype=xp.float32)
+            self._raw = None
+            self._dark = xp.zeros((nz, n), dtype=xp.float32)
+            self._flat = xp.ones((nz, n), dtype=xp.float32)
+            self._sums = (xp.zeros((n, n)), xp.zeros((nz, n)), xp.zeros((nz, n)))
+            self._bad = xp.zeros(1, dtype=xp.uint64 if self.backend == "cupy" else xp.int64)
+        self._uploader = None
+        if self.backend == "cupy":
+            item = 4 * (nz * n + 8 * self._batch + 1024)
+            self._uploader = self._be.kernels.Uploader(self._batch * item, self._stream)
+        self._angle = np.full(self.buffer_size, np.nan)
+        self._counts = {"frames": 0, "replaced": 0, "rebuilds": 0, "reprocessed": 0}
+        self._window = None
+        self._phase = None
+        self._points = None
+        self._stale_processing = False
+        self._stale_sums = False
+        self._since_rebuild = 0
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def params(self) -> ReconParams:
+        """The current parameters (frozen)."""
+        return self._params
+
+    @property
+    def filled(self) -> int:
+        """Number of occupied slots."""
+        return int(np.count_nonzero(~np.isnan(self._angle)))
+
+    @property
+    def stats(self) -> dict:
+        """Counters: frames, replaced, nonfinite_pixels, rebuilds, reprocessed."""
+        with self._stream:
+            bad = int(self._be.to_host(self._bad)[0])
+        return {**self._counts, "nonfinite_pixels": bad, "filled": self.filled}
+
+    # ------------------------------------------------------------------ inputs
+    def _field(self, name: str, a) -> np.ndarray:
+        a = np.asarray(a)
+        if a.shape != (self.height, self.width):
+            raise BadFrame(f"{name} has shape {a.shape}, expected {(self.height, self.width)}")
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise BadFrame(f"{name} has dtype {a.dtype}, expected a real number type")
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise BadFrame(f"{name} contains {np.count_nonzero(~np.isfinite(a))} non-finite pixels")
+        return a
+
+    def set_dark(self, dark) -> None:
+        """Dark field ``(height, width)`` [counts], any real dtype."""
+        a = self._field("dark", dark)
+        with self._stream:
+            self._dark = self._be.asarray(a)
+        self._stale_processing = True
+
+    def set_flat(self, flat) -> None:
+        """Flat (white) field ``(height, width)`` [counts], any real dtype."""
+        a = self._field("flat", flat)
+        with self._stream:
+            self._flat = self._be.asarray(a)
+        self._stale_processing = True
+
+    def set_params(self, **changes) -> None:
+        """Change parameters (keyword-only, any subset of :class:`ReconParams` fields).
+
+        Raises
+        ------
+        BadParameter
+            Unknown name or invalid value; nothing is changed then.
+        """
+        new = self._params.replace(self.width, self.height, **changes)
+        old, self._params = self._params, new
+        changed = {k for k in ReconParams.__dataclass_fields__ if getattr(old, k) != getattr(new, k)}
+        if changed & set(ReconParams.PROCESSING):
+            self._stale_processing = True
+            self._window = None
+            self._phase = None
+        if changed & {"center", "ortho", "rot"}:
+            self._stale_sums = True
+        if changed & {"ortho", "rot"}:
+            self._points = None
+
+    def reset(self) -> None:
+        """Empty the buffer; parameters, dark and flat stay."""
+        self._angle[:] = np.nan
+        with self._stream:
+            for s in self._sums:
+                s.fill(0)
+        self._stale_sums = False
+        self._since_rebuild = 0
+
+    # ------------------------------------------------------------------ processing
+    def _check_memory(self, raw_dtype: np.dtype) -> None:
+        free = self._be.free_bytes()
+        if free is None:
+            return
+        n, nz, p = self.width, self.height, self.buffer_size
+        need = p * nz * n * (4 + raw_dtype.itemsize) + self._batch * nz * padded_length(n) * 16 * 2 \
+            + 3 * max(n, nz) * n * 8
+        if need > 0.95 * free:
+            raise BadParameter(f"buffer_size={p} of {n}x{nz} frames needs {need / 2**30:.1f} GiB on "
+                               f"{self._be.device}, only {free / 2**30:.1f} GiB free")
+
+    def _ensure_raw(self, dtype: np.dtype) -> None:
+        store = np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.uint16)
+        if self._raw is not None and (self._raw.dtype == store or self._raw.dtype == np.float32):
+            return
+        xp = self._be.xp
+        shape = (self.buffer_size, self.height, self.width)
+        if self._raw is None:
+            self._raw = xp.zeros(shape, dtype=store)
+            return
+        old, self._raw = self._raw, None                   # uint16 -> float32 promotion
+        del old
+        self._raw = xp.zeros(shape, dtype=np.float32)
+        self._angle[:] = np.nan                            # old raw frames were dropped
+        self._stale_sums = True
+
+    def _process(self, raw):
+        """Raw frames (k, nz, n) on the device -> filtered projections float32 (k, nz, n)."""
+        p, xp, k = self._params, self._be.xp, self._be.kernels
+        if p.dezinger > 0:
+            f = raw.astype(xp.float32)
+            size = 2 * p.dezinger + 1
+            med = self._be.ndimage.median_filter(f, size=(1, size, size), mode="nearest")
+            raw = xp.where(f - med > p.dezinger_threshold, med, f)
+        phase = p.alpha > 0
+        out = xp.empty(raw.shape, dtype=xp.float32)
+        k.preprocess(raw, self._dark, self._flat, not phase, out, self._bad)
+        if phase:
+            if self._phase is None:
+                shape = paganin.padded_shape(self.height, self.width)
+                self._phase = self._be.asarray(paganin.paganin_filter(shape, p.energy, p.distance, p.alpha,
+                                                                      p.pixel_size))
+            t = paganin.apply_paganin(out, self._phase, xp)
+            out = -xp.log(xp.maximum(t, MIN_TRANSMISSION))
+        if self._window is None:
+            self._window = self._be.asarray(filter_window(p.filter, self.width))
+        return filter_rows(out, self._window, xp)
+
+    def _meta(self, slots: np.ndarray, angles: np.ndarray, weight: float) -> np.ndarray:
+        """Slots, cos, sin and weights packed as int32 (floats bit-cast) for one upload."""
+        t = np.deg2rad(angles)
+        f = np.stack([np.cos(t), np.sin(t), np.full(t.size, weight)]).astype(np.float32)
+        return np.concatenate([slots.astype(np.int32), f.view(np.int32).ravel()])
+
+    def _backproject(self, meta) -> None:
+        """Add the frames described by ``meta`` (from :meth:`_meta`) to the slice sums."""
+        m = meta.size // 4
+        idx, rest = meta[:m], meta[m:].view(self._be.xp.float32)
+        cos_t, sin_t, w = rest[:m], rest[m:2 * m], rest[2 * m:]
+        p, k = self._params, self._be.kernels
+        if p.rot == (0.0, 0.0, 0.0):
+            ix, iy, iz = p.ortho
+            k.backproject_z(self._filt, idx, cos_t, sin_t, w, p.center, iz, self._sums[0])
+            k.backproject_yx(self._filt, idx, cos_t, sin_t, w, p.center, iy, ix, self._sums[1], self._sums[2])
+            return
+        if self._points is None:
+            pts = slice_points(self.width, self.height, p.ortho, p.rot)
+            self._points = [self._be.asarray(a) for a in pts]
+        for pts, s in zip(self._points, self._sums, strict=True):
+            k.backproject_points(self._filt, idx, cos_t, sin_t, w, p.center, pts, s.reshape(-1))
+
+    def _slots(self, angles: np.ndarray) -> np.ndarray:
+        a = np.mod(angles, 180.0)
+        return np.minimum((a * (self.buffer_size / 180.0)).astype(np.int64), self.buffer_size - 1)
+
+    def push(self, frames, angles) -> None:
+        """Add projections.
+
+        Parameters
+        ----------
+        frames : ndarray (k, height, width) or (height, width), uint8 / uint16 / float32 [counts]
+        angles : array_like (k,) [degrees]
+            Rotation angle of each frame; any value (continuous rotation, back-and-forth).
+
+        Raises
+        ------
+        BadFrame
+            Wrong shape or dtype; the buffer is unchanged.
+        BadParameter
+            Angles of the wrong length or not finite; the buffer is unchanged.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        if frames.ndim != 3 or frames.shape[1:] != (self.height, self.width):
+            raise BadFrame(f"frames have shape {frames.shape}, expected (k, {self.height}, {self.width})")
+        if frames.dtype not in FRAME_DTYPES:
+            raise BadFrame(f"frames have dtype {frames.dtype}, expected one of "
+                           f"{', '.join(str(d) for d in FRAME_DTYPES)}")
+        try:
+            angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise BadParameter(f"angles={angles!r} are not numbers") from None
+        if angles.shape != (frames.shape[0],):
+            raise BadParameter(f"angles have shape {angles.shape}, expected ({frames.shape[0]},) "
+                               f"(one per frame)")
+        if not np.isfinite(angles).all():
+            raise BadParameter(f"angles contain non-finite values: {angles[~np.isfinite(angles)][:5]}")
+        slots = self._slots(angles)
+        # of several frames for one slot in this push only the last counts
+        last = np.zeros(self.buffer_size, dtype=bool)
+        keep = np.zeros(angles.size, dtype=bool)
+        for i in range(angles.size - 1, -1, -1):
+            if not last[slots[i]]:
+                last[slots[i]] = keep[i] = True
+        self._counts["replaced"] += int(angles.size - keep.sum())
+        self._counts["frames"] += int(angles.size)
+        with self._stream:
+            self._ensure_raw(frames.dtype)
+            sel = np.nonzero(keep)[0]
+            for start in range(0, sel.size, self._batch):
+                part = sel[start:start + self._batch]
+                self._push_batch(frames[part], angles[part], slots[part])
+
+    def _push_batch(self, frames: np.ndarray, angles: np.ndarray, slots: np.ndarray) -> None:
+        old = ~np.isnan(self._angle[slots])
+        self._counts["replaced"] += int(old.sum())
+        incremental = not (self._stale_sums or self._stale_processing)
+        meta_old = self._meta(slots[old], self._angle[slots[old]], -1.0)
+        meta_new = self._meta(slots, angles, 1.0)
+        if self._uploader is not None:
+            (dev, m_old, m_new), token = self._uploader.upload(frames, meta_old, meta_new)
+        else:
+            dev, m_old, m_new, token = frames, meta_old, meta_new, None
+        if incremental and old.any():
+            self._backproject(m_old)
+        xp_slots = m_new[:slots.size]
+        self._raw[xp_slots] = dev
+        if not self._stale_processing:
+            self._filt[xp_slots] = self._process(dev)
+        if incremental:
+            self._backproject(m_new)
+        if self._uploader is not None:
+            self._uploader.release(token)
+        self._angle[slots] = angles
+        self._since_rebuild += slots.size
+        if self.rebuild_every and self._since_rebuild >= self.rebuild_every:
+            self._stale_sums = True
+
+    # ------------------------------------------------------------------ outputs
+    def _refresh(self) -> None:
+        occupied = np.nonzero(~np.isnan(self._angle))[0]
+        if self._stale_processing:
+            for start in range(0, occupied.size, self._batch):
+                s = self._be.asarray(occupied[start:start + self._batch].astype(np.int32))
+                self._filt[s] = self._process(self._raw[s])
+            self._counts["reprocessed"] += int(occupied.size)
+            self._stale_processing = False
+            self._stale_sums = True
+        if self._stale_sums:
+            for s in self._sums:
+                s.fill(0)
+            if occupied.size:
+                self._backproject(self._be.asarray(self._meta(occupied, self._angle[occupied], 1.0)))
+            self._counts["rebuilds"] += 1
+            self._stale_sums = False
+            self._since_rebuild = 0
+
+    def slices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Z ``(n, n)``, Y ``(nz, n)`` and X ``(nz, n)`` slices [1/pixel], float32 NumPy arrays."""
+        with self._stream:
+            self._refresh()
+            filled = self.filled
+            scale = math.pi / filled if filled else 0.0
+            out = tuple(self._be.to_host((s * scale).astype(self._be.xp.float32)) for s in self._sums)
+        return out
+
+    def image(self) -> np.ndarray:
+        """The three slices side by side, ``(max(n, nz), 3 n)`` float32: Z | Y | X (top-aligned)."""
+        z, y, x = self.slices()
+        n = self.width
+        img = np.zeros((max(n, self.height), 3 * n), dtype=np.float32)
+        img[:n, :n] = z
+        img[:self.height, n:2 * n] = y
+        img[:self.height, 2 * n:] = x
+        return img
