@@ -63,8 +63,8 @@ def _as_stack(name: str, array, nz: int, n: int) -> np.ndarray:
     return arr
 
 
-def _check_name(file_name: str) -> str:
-    """Refuse capture names that could leave their folder."""
+def check_file_name(file_name: str) -> str:
+    """Return ``file_name``, or raise CaptureError if it could leave its folder (FileName)."""
     if not file_name or not file_name.strip():
         raise CaptureError(f"FileName={file_name!r} is empty")
     if "\x00" in file_name:
@@ -120,7 +120,7 @@ def next_capture_path(directory: str | os.PathLike, file_name: str) -> Path:
         would resolve outside ``directory`` (a symbolic link pointing elsewhere).
     """
     root = check_directory(directory)
-    name = _check_name(file_name)
+    name = check_file_name(file_name)
     stem, suffix = os.path.splitext(name)
     if suffix.lower() not in (".h5", ".hdf5", ".hdf"):
         stem, suffix = name, ".h5"

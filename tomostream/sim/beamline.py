@@ -1,0 +1,525 @@
+"""SimBeamline: a simulated TomoScan streaming instrument on real EPICS traffic.
+
+One object owns
+
+- the TomoScan streaming IOC (:class:`~tomostream.sim.ioc.TomoScanStreamIOC`, caproto, in an
+  IOC thread on its own CA port),
+- a PV Access server with the detector image channel ``<plugin_prefix>Image`` and the
+  channels ``<pva_prefix>StreamDarkFields``, ``StreamFlatFields`` and ``StreamTheta``,
+- the acquisition thread that rotates the simulated stage and streams frames at the frame
+  rate, paced by a monotonic clock (it sleeps until each frame is due; no busy wait),
+- a ring buffer of recent projections and a writer thread for captures (DXfiles).
+
+See :mod:`tomostream.sim.scan` for how uniqueIds and angles relate, and
+:mod:`tomostream.sim.detector` for how frames are made.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadParameter, CaptureError, TomostreamError
+from ..io.dxfile import check_directory, check_file_name, next_capture_path, write_dxfile
+from ..ioc.tomostream_ioc import ClosingIocThread
+from ..pva.fields import field_pv, theta_pv
+from ..pva.ntnda import to_ntnda
+from ..pva.server import PvaChannels
+from .detector import BINNINGS, DetectorOptions, FrameSource
+from .ioc import TomoScanStreamIOC
+from .scan import SCAN_TYPES, Inclusion, angle_table, unique_id
+
+log = logging.getLogger(__name__)
+
+MAX_FPS = 10_000.0
+RING_MB = 256.0
+STATUS_PERIOD = 0.25   # [s] between counter / status updates sent to the IOC
+
+
+@dataclass
+class _Capture:
+    """An armed capture: frames gathered by the acquisition thread."""
+
+    num: int
+    directory: str
+    file_name: str
+    future: Future
+    pre: list = field(default_factory=list)
+    frames: list = field(default_factory=list)
+    stop: bool = False
+
+
+@dataclass
+class _Retake:
+    kind: str           # "dark" or "flat"
+    count: int
+    future: Future
+    frames: list = field(default_factory=list)
+
+
+class SimBeamline:
+    """A simulated TomoScan streaming beamline: caproto IOC + PVA detector + captures.
+
+    Parameters
+    ----------
+    prefix : str
+        TomoScan PV prefix, e.g. ``2bmb:TomoScanStream:``.
+    plugin_prefix : str
+        The detector's PVA plugin prefix; images on ``plugin_prefix + "Image"``.
+    width, height : int [pixels]
+        Frame size (multiples of 4, up to 4096).
+    fps : float [frames/s]
+        Frame rate (ExposureTime = 1/fps).
+    step : float [degrees]
+        RotationStep.
+    ca_port : int
+        Channel Access search port of the IOC (0 = EPICS_CA_SERVER_PORT or 5064).
+    data_dir : path, optional
+        Initial FilePath for captures.
+    pva_prefix : str, optional
+        PvaStreamPVPrefix (prefix of the dark/flat/theta channels); ``prefix`` by default.
+    num_angles : int
+        Initial NumAngles (frames per scan).
+    scan_type : {"continuous", "backforth"}
+    sweep : int, optional
+        Frames per back-and-forth sweep (180 degrees by default).
+    first_projid : int
+        uniqueId of the first frame the detector streams.
+    wrap_unique_id : bool
+        Wrap uniqueId at 65535 (to 0) like 16-bit detector counters.
+    num_dark, num_flat : int
+        Frames averaged into a dark / flat field.
+    ring_size : int, optional
+        Projections kept for StreamPreCount; by default what fits in 256 MiB (at most 2000).
+    dtype : {"uint16", "uint8", "float32"}
+    photons, zingers, center_offset, read_noise, intensity, cache_mb, seed
+        Detector options, see :class:`~tomostream.sim.detector.DetectorOptions`.
+    inclusion : {"grow", "move"} or Inclusion or None
+        The part of the sample that changes during each scan.
+    """
+
+    def __init__(self, prefix: str = "2bmb:TomoScanStream:", plugin_prefix: str = "2bmSP1:Pva1:",
+                 width: int = 512, height: int = 512, fps: float = 200.0, step: float = 0.5,
+                 ca_port: int = 0, data_dir: str | Path | None = None, *, pva_prefix: str | None = None,
+                 num_angles: int = 1500, scan_type: str = "continuous", sweep: int | None = None,
+                 first_projid: int = 1, wrap_unique_id: bool = False, num_dark: int = 10,
+                 num_flat: int = 10, ring_size: int | None = None, dtype: str = "uint16",
+                 photons: float = 0.0, zingers: float = 0.0, center_offset: float = 0.0,
+                 read_noise: float = 2.0, intensity: float | None = None, cache_mb: float = 512.0,
+                 inclusion: str | Inclusion | None = "grow", seed: int = 0):
+        if scan_type not in SCAN_TYPES:
+            raise BadParameter(f"scan_type={scan_type!r} is not one of {SCAN_TYPES}")
+        if num_dark < 1 or num_flat < 1:
+            raise BadParameter(f"num_dark={num_dark}, num_flat={num_flat} must be at least 1")
+        if isinstance(inclusion, str):
+            inclusion = _named_inclusion(inclusion, width, height, num_angles)
+        self.options = DetectorOptions(width=width, height=height, dtype=dtype, intensity=intensity,
+                                       photons=photons, read_noise=read_noise, zingers=zingers,
+                                       center_offset=center_offset, inclusion=inclusion,
+                                       cache_mb=cache_mb, seed=seed)
+        self.source = FrameSource(self.options)
+        self.prefix = prefix
+        self.plugin_prefix = plugin_prefix
+        self.pva_prefix = prefix if pva_prefix is None else pva_prefix
+        self.image_channel = plugin_prefix + "Image"
+        self.dark_channel = self.pva_prefix + "StreamDarkFields"
+        self.flat_channel = self.pva_prefix + "StreamFlatFields"
+        self.theta_channel = self.pva_prefix + "StreamTheta"
+        self.ca_port = int(ca_port)
+        self.sweep = sweep
+        self.wrap_unique_id = bool(wrap_unique_id)
+        self.num_dark, self.num_flat = int(num_dark), int(num_flat)
+        frame_bytes = width * height * self.source.dtype.itemsize
+        fit = int(min(2000, max(1, RING_MB * 2**20 // frame_bytes)))
+        self.ring_size = int(ring_size) if ring_size else fit
+        self._initial = {"RotationStep": float(step), "NumAngles": int(num_angles),
+                         "StreamScanType": scan_type, "FirstProjid": int(first_projid),
+                         "ExposureTime": 1.0 / float(fps), "PvaStreamPVPrefix": self.pva_prefix,
+                         "PvaPluginPVPrefix": plugin_prefix,
+                         "FilePath": str(data_dir) if data_dir is not None else ""}
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.set_fps(fps)
+        self._next_uid = int(first_projid)
+        self._binning = 1
+        self._lock = threading.Lock()              # ring, capture, retake, binning
+        self._ring: collections.deque = collections.deque(maxlen=self.ring_size)
+        self._capture: _Capture | None = None
+        self._retake: _Retake | None = None
+        self._abort = threading.Event()
+        self._scan_thread: threading.Thread | None = None
+        self._prepare_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sim-capture")
+        self._dark = self._flat = None
+        self._theta = angle_table(scan_type, 0.0, step, num_angles, sweep)
+        self.ioc = TomoScanStreamIOC(prefix, controller=self, ring_size=self.ring_size)
+        self._ioc_thread: ClosingIocThread | None = None
+        self.channels: PvaChannels | None = None
+        #: frames published since start (all types) and time of the last one [monotonic s]
+        self.frames_published = 0
+        self.total_captured = 0
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self, timeout: float = 10.0) -> SimBeamline:
+        """Serve the PVA channels and the IOC; return when both answer."""
+        self._dark, self._flat = self._average("dark"), self._average("flat")
+        self.channels = PvaChannels()
+        blank = np.zeros((self.options.height, self.options.width), self.source.dtype)
+        self.channels.add(self.image_channel, to_ntnda(blank, 0))
+        self.channels.add(self.dark_channel, field_pv(self._dark))
+        self.channels.add(self.flat_channel, field_pv(self._flat))
+        self.channels.add(self.theta_channel, theta_pv(self._theta))
+        self._ioc_thread = ClosingIocThread(self.ioc.pvdb, port=self.ca_port, name=f"sim-ioc {self.prefix}")
+        try:
+            self._ioc_thread.start(timeout)
+            deadline = time.monotonic() + timeout
+            while self.ioc._queue is None:         # the update queue runs in the IOC loop
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the simulated IOC did not start its update queue")
+                time.sleep(0.01)
+            self._ioc_thread.run_coroutine(self.ioc.update(self._initial), timeout)
+        except BaseException:
+            self.stop()
+            raise
+        threading.Thread(target=self._prepare, args=(self._theta,), name="sim-prepare",
+                         daemon=True).start()
+        log.info("simulated beamline %s serving %s", self.prefix, self.image_channel)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Abort any scan, finish pending capture writes, stop serving and free the ports."""
+        self._abort.set()
+        if self._scan_thread is not None:
+            self._scan_thread.join(timeout)
+        self._writer.shutdown(wait=True)
+        if self._ioc_thread is not None:
+            self._ioc_thread.stop(timeout)
+            self._ioc_thread = None
+        if self.channels is not None:
+            self.channels.stop()
+            self.channels = None
+
+    def __enter__(self) -> SimBeamline:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def scanning(self) -> bool:
+        return self._scan_thread is not None and self._scan_thread.is_alive()
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Angle table last published on StreamTheta [degrees]."""
+        return self._theta
+
+    @property
+    def dark(self) -> np.ndarray:
+        """Dark field last published (float32, binned)."""
+        return self._dark
+
+    @property
+    def flat(self) -> np.ndarray:
+        """Flat field last published (float32, binned)."""
+        return self._flat
+
+    # ------------------------------------------------------------------ controller API (IOC)
+    def set_fps(self, fps: float) -> None:
+        """Frame rate [frames/s], 0 < fps <= 10000 (ExposureTime = 1/fps)."""
+        if not 0 < fps <= MAX_FPS:
+            raise BadParameter(f"frame rate {fps} frames/s must be in (0, {MAX_FPS:g}]")
+        self.fps = float(fps)
+        self._requests.put(("fps", self.fps))
+
+    def set_first_projid(self, value: int) -> None:
+        if self.scanning:
+            raise BadParameter(f"FirstProjid={value}: cannot change during a scan")
+        if not 0 <= value < 2**31:
+            raise BadParameter(f"FirstProjid={value} must be in 0..{2**31 - 1}")
+        self._next_uid = value
+
+    def set_binning(self, binning: int) -> None:
+        if binning not in BINNINGS:
+            raise BadParameter(f"StreamBinning={binning}x is not one of {BINNINGS}")
+        with self._lock:
+            if self._capture is not None:
+                raise BadParameter(f"StreamBinning={binning}x: cannot change during a capture")
+            if self._retake is not None:
+                raise BadParameter(f"StreamBinning={binning}x: cannot change during a retake")
+            changed = binning != self._binning
+            self._binning = binning
+        if changed and not self.scanning:
+            self._publish_fields()
+
+    def start_scan(self) -> Future:
+        """Start a scan with the IOC's settings; the future completes when it ends."""
+        if self.scanning:
+            raise BadParameter("StartScan: a scan is already running")
+        settings = {k: self.ioc.value(k) for k in
+                    ("RotationStart", "RotationStep", "NumAngles", "StreamScanType")}
+        theta = angle_table(settings["StreamScanType"], settings["RotationStart"],
+                            settings["RotationStep"], settings["NumAngles"], self.sweep)
+        done: Future = Future()
+        self._abort.clear()
+        self._scan_thread = threading.Thread(target=self._scan, args=(theta, done),
+                                             name=f"sim-scan {self.prefix}", daemon=True)
+        self._scan_thread.start()
+        return done
+
+    def abort(self) -> None:
+        self._abort.set()
+
+    def retake(self, kind: str) -> Future:
+        name = "StreamRetakeDark" if kind == "dark" else "StreamRetakeFlat"
+        if not self.scanning:
+            raise BadParameter(f"{name}: needs a running scan (StartScan)")
+        future: Future = Future()
+        with self._lock:
+            if self._retake is not None:
+                raise BadParameter(f"{name}: a {self._retake.kind} retake is running")
+            self._retake = _Retake(kind, self.num_dark if kind == "dark" else self.num_flat, future)
+        return future
+
+    def capture(self) -> Future:
+        """Arm a capture of StreamPreCount + StreamNumCapture projections."""
+        directory = str(self.ioc.value("FilePath")).strip()
+        file_name = str(self.ioc.value("FileName")).strip()
+        check_directory(directory)
+        check_file_name(file_name)
+        num = int(self.ioc.value("StreamNumCapture"))
+        pre_count = int(self.ioc.value("StreamPreCount"))
+        future: Future = Future()
+        with self._lock:
+            if self._capture is not None:
+                raise BadParameter("StreamCapture: a capture is already running")
+            pre = list(self._ring)[-pre_count:] if pre_count else []
+            self._capture = _Capture(num, directory, file_name, future, pre=pre)
+        self.ioc.post({"StreamNumCaptured": 0, "StreamPreCounted": len(pre),
+                       "StreamMessage": f"capturing {len(pre)} + {num} projections"})
+        return future
+
+    def stop_capture(self) -> None:
+        with self._lock:
+            if self._capture is not None:
+                self._capture.stop = True
+        if not self.scanning:
+            self._finish_capture("capture stopped")
+
+    def sync(self) -> None:
+        """Rebroadcast theta; during a scan, apply a changed RotationStep from now on."""
+        if self.scanning:
+            self._requests.put(("sync", None))
+        else:
+            self._publish_theta(self._theta)
+
+    # ------------------------------------------------------------------ publishing
+    def _average(self, kind: str) -> np.ndarray:
+        make = self.source.dark_frame if kind == "dark" else self.source.flat_frame
+        count = self.num_dark if kind == "dark" else self.num_flat
+        return np.mean([make(self._binning) for _ in range(count)], axis=0, dtype=np.float32)
+
+    def _publish_fields(self) -> None:
+        self._dark, self._flat = self._average("dark"), self._average("flat")
+        self.channels.update(self.dark_channel, field_pv(self._dark))
+        self.channels.update(self.flat_channel, field_pv(self._flat))
+
+    def _publish_theta(self, theta: np.ndarray) -> None:
+        self._theta = theta
+        self.channels.update(self.theta_channel, theta_pv(theta))
+
+    def _prepare(self, theta: np.ndarray) -> None:
+        def progress(done: int, total: int) -> None:
+            self.ioc.post({"ScanStatus": f"Computing projections {done}/{total}"})
+
+        with self._prepare_lock:
+            self.source.prepare(theta, progress)
+
+    # ------------------------------------------------------------------ acquisition thread
+    def _scan(self, theta: np.ndarray, done: Future) -> None:
+        try:
+            message = self._run_scan(theta)
+            done.set_result(message)
+        except Exception as exc:            # the scan ends; the IOC reports why
+            log.exception("scan failed")
+            self.ioc.post({"ScanStatus": "Failed", "StreamMessage": f"scan failed: {exc}"})
+            done.set_exception(exc if isinstance(exc, TomostreamError) else CaptureError(str(exc)))
+        finally:
+            with self._lock:
+                retake, self._retake = self._retake, None
+            if retake is not None and not retake.future.done():
+                retake.future.set_exception(BadParameter(f"retake of {retake.kind} stopped: scan ended"))
+            self._finish_capture("scan ended")
+
+    def _run_scan(self, theta: np.ndarray) -> str:
+        self.ioc.post({"ScanStatus": "Preparing frames", "FrameType": "Projection"})
+        self._prepare(theta)
+        first = self._next_uid
+        with self._lock:
+            self._ring.clear()
+        self._publish_fields()
+        self._publish_theta(theta)
+        self.ioc.post({"FirstProjid": first, "ScanStatus": "Scanning",
+                       "StreamMessage": f"scan started: {theta.size} frames from uniqueId {first}"})
+        k, k_ref, t_ref = 0, 0, time.monotonic()
+        fps = self.fps
+        next_status = t_ref
+        frame_type = "Projection"
+        while k < theta.size and not self._abort.is_set():
+            while not self._requests.empty():
+                what, value = self._requests.get_nowait()
+                if what == "fps":
+                    fps, k_ref, t_ref = value, k, time.monotonic()
+                elif what == "sync":
+                    theta = self._resync(theta, k)
+            due = t_ref + (k - k_ref) / fps
+            wait = due - time.monotonic()
+            if wait > 0 and self._abort.wait(wait):
+                break
+            uid = int(unique_id(first, k, self.wrap_unique_id))
+            with self._lock:
+                retake, binning = self._retake, self._binning
+            if retake is not None:
+                if frame_type == "Projection":
+                    frame_type = "DarkField" if retake.kind == "dark" else "FlatField"
+                    self.ioc.post({"FrameType": frame_type})
+                make = self.source.dark_frame if retake.kind == "dark" else self.source.flat_frame
+                frame = make(binning)
+                retake.frames.append(frame)
+            else:
+                frame = self.source.projection(theta[k], k, binning)
+            self.channels.update(self.image_channel, to_ntnda(frame, uid, time.time()))
+            self.frames_published += 1
+            if retake is not None:
+                if len(retake.frames) >= retake.count:
+                    self._end_retake(retake)
+                    frame_type = "Projection"
+            else:
+                self._record(uid, float(theta[k]), frame)
+            k += 1
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + STATUS_PERIOD
+                self._post_status(k, theta, uid)
+        self._next_uid = int(unique_id(first, k, self.wrap_unique_id))
+        aborted = k < theta.size
+        self._post_status(k, theta, int(unique_id(first, k - 1, self.wrap_unique_id)))
+        message = f"scan {'aborted' if aborted else 'done'} after {k} of {theta.size} frames"
+        self.ioc.post({"ScanStatus": "Aborted" if aborted else "Done", "StreamMessage": message})
+        return message
+
+    def _resync(self, theta: np.ndarray, k: int) -> np.ndarray:
+        """Angle table with the current RotationStep applied from frame ``k`` on; publish it."""
+        step = float(self.ioc.value("RotationStep"))
+        if k > 0 and k < theta.size:
+            rest = angle_table(str(self.ioc.value("StreamScanType")), float(theta[k - 1]) + step, step,
+                               theta.size - k, self.sweep)
+            theta = np.concatenate([theta[:k], rest])
+            threading.Thread(target=self._prepare, args=(rest,), daemon=True).start()
+        self._publish_theta(theta)
+        self.ioc.post({"StreamMessage": f"theta rebroadcast ({theta.size} angles)"})
+        return theta
+
+    def _end_retake(self, retake: _Retake) -> None:
+        field_ = np.mean(retake.frames, axis=0, dtype=np.float32)
+        if retake.kind == "dark":
+            self._dark = field_
+            self.channels.update(self.dark_channel, field_pv(field_))
+        else:
+            self._flat = field_
+            self.channels.update(self.flat_channel, field_pv(field_))
+        with self._lock:
+            self._retake = None
+        self.ioc.post({"FrameType": "Projection",
+                       "StreamMessage": f"{retake.kind} field retaken from {len(retake.frames)} frames"})
+        retake.future.set_result(None)
+
+    def _record(self, uid: int, angle: float, frame: np.ndarray) -> None:
+        """Keep a projection in the ring and feed an armed capture."""
+        entry = (uid, angle, frame)
+        with self._lock:
+            self._ring.append(entry)
+            cap = self._capture
+            if cap is not None:
+                cap.frames.append(entry)
+                full = len(cap.frames) >= cap.num or cap.stop
+        if cap is not None and full:
+            self._finish_capture("capture complete")
+
+    def _post_status(self, k: int, theta: np.ndarray, uid: int) -> None:
+        angle = float(theta[min(k, theta.size) - 1]) if k else float(theta[0])
+        values = {"StreamCBStatusMessage": f"{k}/{theta.size} frames, uniqueId {uid}, angle {angle:.2f}"}
+        with self._lock:
+            if self._capture is not None:
+                values["StreamNumCaptured"] = len(self._capture.frames)
+        self.ioc.post(values)
+
+    # ------------------------------------------------------------------ captures
+    def _finish_capture(self, reason: str) -> None:
+        """Detach the armed capture (if any) and hand it to the writer thread."""
+        with self._lock:
+            cap, self._capture = self._capture, None
+            dark, flat = self._dark, self._flat
+        if cap is None:
+            return
+        entries = cap.pre + cap.frames
+        if not cap.frames and reason == "scan ended" and not cap.stop:
+            with self._lock:                      # keep it armed for the next scan
+                if self._capture is None:
+                    self._capture = cap
+                    return
+        if not entries:
+            cap.future.set_exception(CaptureError(f"StreamCapture: {reason} before any frame was captured"))
+            return
+        self.ioc.post({"StreamNumCaptured": len(cap.frames)})
+        try:
+            self._writer.submit(self._write_capture, cap, entries, dark, flat, reason)
+        except RuntimeError:                      # writer already shut down
+            self._write_capture(cap, entries, dark, flat, reason)
+
+    def _write_capture(self, cap: _Capture, entries: list, dark, flat, reason: str) -> None:
+        try:
+            path = next_capture_path(cap.directory, cap.file_name)
+            data = np.stack([e[2] for e in entries])
+            path = write_dxfile(
+                path, data, dark, flat, [e[1] for e in entries], unique_ids=[e[0] for e in entries],
+                metadata={"instrument/name": "tomostream simulated beamline",
+                          "instrument/detector/dtype": str(data.dtype),
+                          "instrument/detector/binning": int(self._binning),
+                          "instrument/detector/exposure_time": 1.0 / self.fps,
+                          "instrument/detector/unique_id_wrap": 65536 if self.wrap_unique_id else 2**31,
+                          "instrument/source/photons": float(self.options.photons)},
+                process={"capture": {"pre_count": len(cap.pre), "num_capture": len(cap.frames),
+                                     "reason": reason, "prefix": self.prefix}})
+        except TomostreamError as exc:
+            message = f"StreamCapture failed: {exc}"
+            log.error("%s", message)
+            self.ioc.post({"StreamMessage": message})
+            cap.future.set_exception(CaptureError(message))
+            return
+        self.total_captured += len(entries)
+        self.ioc.post({"StreamFileName": str(path), "StreamNumTotalCaptured": self.total_captured,
+                       "StreamMessage": f"saved {len(entries)} projections ({len(cap.pre)} before the "
+                                        f"trigger) to {path}"})
+        cap.future.set_result(path)
+
+
+def _named_inclusion(name: str, width: int, height: int, num_angles: int) -> Inclusion | None:
+    """The inclusion called ``name``: "grow", "move" or "none"."""
+    frames = max(1, num_angles // 2)
+    if name == "grow":
+        return Inclusion.growing(width, height, frames=frames)
+    if name == "move":
+        r = max(2.0, width / 20)
+        return Inclusion(x0=-0.25 * width, y0=0.0, z0=0.1 * height, r0=r, r1=r, x1=0.25 * width,
+                         mu=4.0 / width, frames=frames)
+    if name in ("none", ""):
+        return None
+    raise BadParameter(f"inclusion={name!r} is not one of 'grow', 'move', 'none'")
