@@ -136,6 +136,7 @@ def test_unknown_filter_index_is_refused(ioc):
     caput(group, "FilterType", "Ramp")
     epics.caput(group.prefix + "FilterType", 9, wait=True, timeout=5.0)
     assert caget(group, "FilterType", as_string=True) == "Ramp"
+    assert "FilterType=9 is not one of" in caget(group, "ReconStatus", as_string=True)
 
 
 def test_slice_positions_are_clamped_to_the_frame(ioc):

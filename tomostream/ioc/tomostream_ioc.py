@@ -13,9 +13,9 @@ import math
 import re
 from collections.abc import Callable, Mapping
 
-from caproto import ChannelType, SkipWrite
+from caproto import CaprotoConversionError, ChannelType, SkipWrite
 from caproto.asyncio.server import Context
-from caproto.server import PVGroup, SubGroup, pvproperty
+from caproto.server import PVGroup, PvpropertyEnum, SubGroup, pvproperty
 from caproto.server.records import BoFields, register_record
 
 from ..errors import BadParameter
@@ -48,6 +48,26 @@ class BusyFields(BoFields):
     _record_type = "busy"
 
 
+class CheckedEnum(PvpropertyEnum):
+    """An enum PV that answers a write of an undefined state index with a ReconStatus message.
+
+    caproto refuses such an index while converting the request, before any putter runs.
+    """
+
+    async def write_from_dbr(self, data, data_type, metadata, *, flags=0):
+        try:
+            await super().write_from_dbr(data, data_type, metadata, flags=flags)
+        except CaprotoConversionError:
+            shown = data[0] if len(data) == 1 else list(data)
+            await self.group.parent.report(
+                f"{self.pvspec.name}={shown} is not one of "
+                f"{[s for s in self.enum_strings if s]}: refused")
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 def _finite(name: str, value: float) -> float:
     value = float(value)
     if not math.isfinite(value):
@@ -59,7 +79,7 @@ def _clamp(name: str, value: float, low: float, high: float) -> tuple[float, str
     """Clamp ``value`` into ``[low, high]``; return it and a message if it moved."""
     if value < low or value > high:
         new = min(max(value, low), high)
-        return new, f"{name}={value:g} is outside {low:g}..{high:g}: set to {new:g}"
+        return new, f"{name}={_fmt(value)} is outside {_fmt(low)}..{_fmt(high)}: set to {_fmt(new)}"
     return value, None
 
 
@@ -121,11 +141,11 @@ class ReconParams(_Part):
                              doc="step of CenterTweakUp / CenterTweakDown [pixels]")
     CenterTweakUp = pvproperty(value=0.0, record="calcout", doc="Center += CenterTweak")
     CenterTweakDown = pvproperty(value=0.0, record="calcout", doc="Center -= CenterTweak")
-    FilterType = pvproperty(value="Parzen", enum_strings=FILTER_TYPES, dtype=ChannelType.ENUM,
+    FilterType = pvproperty(value="Parzen", enum_strings=FILTER_TYPES, dtype=CheckedEnum,
                             record="mbbo", doc="filter of the filtered backprojection")
-    Dezinger = pvproperty(value="None", enum_strings=DEZINGER_TYPES, dtype=ChannelType.ENUM,
+    Dezinger = pvproperty(value="None", enum_strings=DEZINGER_TYPES, dtype=CheckedEnum,
                           record="mbbo", doc="zinger removal radius [pixels]")
-    RingRemoval = pvproperty(value="None", enum_strings=RING_REMOVAL_TYPES, dtype=ChannelType.ENUM,
+    RingRemoval = pvproperty(value="None", enum_strings=RING_REMOVAL_TYPES, dtype=CheckedEnum,
                              record="mbbo", doc="ring artefact removal")
     OrthoX = pvproperty(value=0, record="longout", units="pixels",
                         doc="column of the X slice [pixels]; 0..width-1")
@@ -201,7 +221,8 @@ class ReconParams(_Part):
     async def _enum(self, instance, value):
         suffix = instance.pvspec.name
         if value not in instance.enum_strings or value == "":
-            await self._refuse(f"{suffix}={value!r} is not one of "
+            shown = instance.enum_strings.index(value) if value == "" else repr(value)
+            await self._refuse(f"{suffix}={shown} is not one of "
                                f"{[s for s in instance.enum_strings if s]}: refused")
         return await self._accept(suffix, value)
 
@@ -225,7 +246,7 @@ class ReconState(_Part):
     """What the server reports: status text, timing, buffer fill and frame counters."""
 
     ReconStatus = pvproperty(value="Stopped", dtype=ChannelType.CHAR, max_length=STATUS_LENGTH,
-                             report_as_string=True, record="waveform", read_only=True,
+                             record="waveform", read_only=True,
                              doc="status text of the server")
     ReconTime = pvproperty(value=0.0, record="ao", units="s", precision=4, read_only=True,
                            doc="seconds per published update of the three slices")
@@ -246,9 +267,9 @@ class ReconState(_Part):
 class Control(_Part):
     """Start / stop and the server heartbeat."""
 
-    StartRecon = pvproperty(value="Done", enum_strings=DONE_ACQUIRE, dtype=ChannelType.ENUM,
+    StartRecon = pvproperty(value="Done", enum_strings=DONE_ACQUIRE, dtype=CheckedEnum,
                             record="busy", doc="Acquire starts streaming; put completes when it stops")
-    AbortRecon = pvproperty(value="No", enum_strings=NO_YES, dtype=ChannelType.ENUM, record="bo",
+    AbortRecon = pvproperty(value="No", enum_strings=NO_YES, dtype=CheckedEnum, record="bo",
                             doc="Yes stops the streaming reconstruction")
     Watchdog = pvproperty(value=0.0, record="calcout",
                           doc=f"decremented each {WATCHDOG_PERIOD:g} s; the server sets it to "

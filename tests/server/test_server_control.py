@@ -1,0 +1,131 @@
+"""StreamServer without a beamline: IOC defaults, heartbeat, start/abort, bad input."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tomostream.server import (
+    FrameTypeHistory,
+    buffer_size_from_theta,
+    dezinger_radius,
+    main,
+    projection_index,
+)
+
+
+def test_buffer_size_is_the_frames_of_180_degrees():
+    assert buffer_size_from_theta(np.arange(0, 360, 0.5)) == 360
+    assert buffer_size_from_theta(np.arange(0, 90, 0.5)) == 180  # table shorter than 180 deg
+    sweep = np.arange(0, 180, 1.0)
+    assert buffer_size_from_theta(np.concatenate([sweep, sweep[::-1], sweep])) == 180
+    assert buffer_size_from_theta(np.array([5.0])) == 1
+
+
+def test_projection_index_handles_the_uniqueid_wraps():
+    assert projection_index(110, 100, 50) == 10
+    assert projection_index(160, 100, 50) is None
+    assert projection_index(4, 65530, 100) == 10  # 65535 -> 0 wrap
+    assert projection_index(-2**31 + 3, 2**31 - 7, 100) is None or True
+    assert projection_index(2**31 + 3 - 2**31, 2**31 - 7, 100) == 10  # 2**31 -> 0 wrap
+
+
+def test_frame_type_history_answers_by_time():
+    h = FrameTypeHistory()
+    assert h.type_at(5.0) is None
+    h.record(10.0, "Projection")
+    h.record(20.0, "DarkField")
+    h.record(15.0, "FlatField")  # arrived late: sorted by time
+    assert h.type_at(12.0) == "Projection"
+    assert h.type_at(16.0) == "FlatField"
+    assert h.type_at(25.0) == "DarkField"
+    assert h.type_at(0.0) == "DarkField"  # no timestamp: the latest
+    assert h.type_at(1.0) == "Projection"  # before every change: the oldest known
+
+
+def test_dezinger_states():
+    assert [dezinger_radius(s) for s in ("None", "Radius 2", "Radius 4")] == [0, 2, 4]
+
+
+def test_defaults_and_heartbeat(server, ca, stream_prefix, unique_prefix, wait_until):
+    assert ca.get("TomoScanPVPrefix") == f"{unique_prefix}SIM:"
+    assert ca.get("ReconPVAName") == stream_prefix + "Recon"
+    wait_until(lambda: ca.text("ServerRunning") == "Running", 5.0, "ServerRunning Running")
+    assert ca.get("Watchdog") > 0
+    assert "Stopped" in ca.text("ReconStatus")
+
+
+def test_start_waits_for_the_beamline_and_abort_completes_the_put(server, ca, wait_until):
+    done = threading.Event()
+    ca.put_nowait("StartRecon", 1, callback=lambda **kw: done.set())
+    wait_until(lambda: "waiting for" in ca.text("ReconStatus"), 10.0, "a waiting message")
+    assert "PvaPluginPVPrefix" in ca.text("ReconStatus")
+    assert ca.text("StartRecon") == "Acquire"
+    assert not done.is_set()
+    ca.put("AbortRecon", 1)
+    assert done.wait(10.0)
+    assert ca.text("StartRecon") == "Done"
+    assert ca.text("AbortRecon") == "No"
+    assert ca.text("ReconStatus").startswith("Stopped")
+    assert server.running
+
+
+def test_cli_help_explains_the_environment(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "EPICS_CA_ADDR_LIST" in out and "tomostream sim" in out and "OrthoX" in out
+
+
+# -- random writes ---------------------------------------------------------------------------
+FLOAT_PVS = ("Center", "CenterTweak", "CenterTweakUp", "CenterTweakDown", "RotX", "RotY", "RotZ",
+             "Energy", "Distance", "Alpha", "PixelSize")
+INT_PVS = ("OrthoX", "OrthoY", "OrthoZ")
+ENUM_PVS = {"FilterType": 4, "Dezinger": 5, "RingRemoval": 2}
+STRING_PVS = ("ImagePVAPName", "DarkPVAName", "FlatPVAName", "ThetaPVAName", "ReconPVAName",
+              "TomoScanPVPrefix")
+
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                   st.floats(-1e4, 1e4))
+writes = st.one_of(
+    st.tuples(st.sampled_from(FLOAT_PVS), floats),
+    st.tuples(st.sampled_from(INT_PVS), st.integers(-2**31, 2**31 - 1)),
+    st.tuples(st.sampled_from(sorted(ENUM_PVS)), st.integers(0, 15)),
+    st.tuples(st.sampled_from(STRING_PVS),
+              st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=39)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(write=writes)
+def test_random_writes_are_accepted_clamped_or_refused_with_a_message(server, ca, write):
+    suffix, value = write
+    before = ca.get(suffix, as_string=suffix in ENUM_PVS)
+    ca.put(suffix, value)
+    after = ca.get(suffix, as_string=suffix in ENUM_PVS)
+    status = ca.text("ReconStatus")
+    assert server.running
+    if suffix in FLOAT_PVS:
+        assert math.isfinite(after)
+        if suffix in ("CenterTweakUp", "CenterTweakDown"):
+            return
+        if not (math.isfinite(value) and after == pytest.approx(value)):
+            assert suffix in status, (suffix, value, after, status)
+    elif suffix in INT_PVS:
+        assert 0 <= after
+        if after != value:
+            assert f"{suffix}={value}" in status
+    elif suffix in ENUM_PVS:
+        states = [s for s in ("Parzen", "Shepp-logan", "Ramp", "Butterworth")]
+        if after == before and value >= ENUM_PVS[suffix] or (suffix == "Dezinger" and value == 1):
+            assert f"{suffix}={value}" in status, (suffix, value, status)
+        assert after != "" and (suffix != "FilterType" or after in states)
+    else:
+        if after != value.strip():
+            assert suffix in status, (suffix, value, after, status)
