@@ -185,8 +185,11 @@ class OrthoReconstructor:
         self._angle[:] = np.nan                            # old raw frames were dropped
         self._stale_sums = True
 
-    def _process(self, raw):
-        """Raw frames (k, nz, n) on the device -> filtered projections float32 (k, nz, n)."""
+    def _process(self, raw, bad):
+        """Raw frames (k, nz, n) on the device -> filtered projections float32 (k, nz, n).
+
+        ``bad`` (1-element device counter) accumulates the number of non-finite raw pixels.
+        """
         p, xp, k = self._params, self._be.xp, self._be.kernels
         if p.dezinger > 0:
             f = raw.astype(xp.float32)
@@ -195,7 +198,7 @@ class OrthoReconstructor:
             raw = xp.where(f - med > p.dezinger_threshold, med, f)
         phase = p.alpha > 0
         out = xp.empty(raw.shape, dtype=xp.float32)
-        k.preprocess(raw, self._dark, self._flat, not phase, out, self._bad)
+        k.preprocess(raw, self._dark, self._flat, not phase, out, bad)
         if phase:
             if self._phase is None:
                 shape = paganin.padded_shape(self.height, self.width)
@@ -297,8 +300,7 @@ class OrthoReconstructor:
             self._backproject(m_old)
         xp_slots = m_new[:slots.size]
         self._raw[xp_slots] = dev
-        if not self._stale_processing:
-            self._filt[xp_slots] = self._process(dev)
+        self._filt[xp_slots] = self._process(dev, self._bad)
         if incremental:
             self._backproject(m_new)
         if self._uploader is not None:
@@ -312,9 +314,10 @@ class OrthoReconstructor:
     def _refresh(self) -> None:
         occupied = np.nonzero(~np.isnan(self._angle))[0]
         if self._stale_processing:
+            scratch = self._be.xp.zeros_like(self._bad)          # already counted at push
             for start in range(0, occupied.size, self._batch):
                 s = self._be.asarray(occupied[start:start + self._batch].astype(np.int32))
-                self._filt[s] = self._process(self._raw[s])
+                self._filt[s] = self._process(self._raw[s], scratch)
             self._counts["reprocessed"] += int(occupied.size)
             self._stale_processing = False
             self._stale_sums = True
