@@ -330,6 +330,11 @@ class OrthoReconstructor:
             self._stale_sums = False
             self._since_rebuild = 0
 
+    def synchronize(self) -> None:
+        """Wait until all queued device work is done (no-op on the CPU)."""
+        if self.backend == "cupy":
+            self._stream.synchronize()
+
     def slices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The Z ``(n, n)``, Y ``(nz, n)`` and X ``(nz, n)`` slices [1/pixel], float32 NumPy arrays."""
         with self._stream:

@@ -1,0 +1,91 @@
+"""``tomostream bench``: time the reconstruction engine on this machine, print JSON.
+
+Two figures per size: the full rebuild (three slices recomputed from the whole filtered
+buffer, as after a change of center) and the sustained incremental rate (frames pushed from
+host memory, page-locked on a GPU, ``batch`` per push, until the device is idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+from tomostream.recon import OrthoReconstructor
+
+
+def _host_frames(backend: str, k: int, nz: int, n: int, seed: int = 0) -> np.ndarray:
+    """``k`` uint16 frames, page-locked when the backend is CuPy."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(600, 1000, (k, nz, n), dtype=np.uint16)
+    if backend != "cupy":
+        return frames
+    import cupyx
+
+    pinned = cupyx.empty_pinned(frames.shape, dtype=frames.dtype)
+    pinned[...] = frames
+    return pinned
+
+
+def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, rebuilds: int = 5,
+            seconds: float = 3.0) -> dict:
+    """Time one ``n`` x ``nz`` detector with a ``p``-slot buffer.
+
+    Returns
+    -------
+    dict
+        size, backend, device, full_rebuild_s (best of ``rebuilds``), incremental_fps, ...
+    """
+    rec = OrthoReconstructor(width=n, height=nz, buffer_size=p, backend=backend, rebuild_every=0)
+    rec.set_flat(np.full((nz, n), 1000.0))
+    frames = _host_frames(rec.backend, batch, nz, n)
+    step = 180.0 / p
+    t0 = time.perf_counter()
+    for start in range(0, p, batch):
+        k = min(batch, p - start)
+        rec.push(frames[:k], (start + np.arange(k)) * step)
+    rec.synchronize()
+    fill_s = time.perf_counter() - t0
+    rec.slices()                                            # compile, first rebuild
+    times = []
+    for i in range(rebuilds):
+        rec.set_params(center=n / 2 + 0.25 * (i % 2 + 1))
+        t0 = time.perf_counter()
+        rec.slices()
+        times.append(time.perf_counter() - t0)
+    # sustained incremental pushes: angles walk on past 180 degrees, replacing slots
+    pushed, angle = 0, 0.3 * step
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        rec.push(frames, angle + np.arange(batch) * step)
+        angle += batch * step
+        pushed += batch
+    rec.synchronize()
+    inc_s = time.perf_counter() - t0
+    stale = rec._stale_sums                                 # must be False: every push was incremental
+    return {
+        "size": f"{n}x{nz}x{p}", "backend": rec.backend, "device": rec._be.device, "batch": batch,
+        "fill_s": round(fill_s, 4), "full_rebuild_s": round(min(times), 5),
+        "full_rebuild_median_s": round(float(np.median(times)), 5),
+        "incremental_fps": round(pushed / inc_s, 1), "incremental_frames": pushed,
+        "incremental_path": not stale,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tomostream bench``."""
+    ap = argparse.ArgumentParser(prog="tomostream bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    ap.add_argument("--size", nargs=3, type=int, action="append", metavar=("N", "NZ", "P"),
+                    help="detector width, height and buffer size (repeatable; default 256 256 180)")
+    ap.add_argument("--batch", type=int, default=32, help="frames per push")
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of the incremental run")
+    args = ap.parse_args(argv)
+    results = [measure(n, nz, p, args.backend, args.batch, seconds=args.seconds)
+               for n, nz, p in (args.size or [(256, 256, 180)])]
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "host": platform.node(),
+                      "cpu": platform.processor() or platform.machine(), "results": results}, indent=1))
+    return 0
