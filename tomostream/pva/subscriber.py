@@ -1,0 +1,376 @@
+"""Subscribers to PV Access channels that never block the PV Access client threads.
+
+Each subscriber runs a pvapy queueing monitor (``Channel.qMonitor``): pvapy's own threads only
+push received structures into a bounded ``PvObjectQueue``, and one consumer thread of ours
+decodes them. (The callback monitor, ``subscribe`` + ``startMonitor``, tops out near 75
+updates/s; the queueing monitor keeps up with thousands of frames/s.)
+
+- :class:`ImageSubscriber` decodes NTNDArray frames into a bounded queue for the caller: when
+  the caller falls behind, the oldest frames are dropped and counted; gaps in ``uniqueId`` are
+  counted as frames lost upstream, including the wraps at 65535 and at 2**31.
+- :class:`LatestValue` keeps only the newest parsed value of a slow channel (dark field, flat
+  field, angle table).
+
+Both survive a server restart (pvapy reconnects the channel and the monitor by itself), count
+reconnections and report connection changes through an optional ``on_status(text)`` callback,
+called from the consumer thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import pvaccess as pva
+
+from ..errors import BadFrame, BadParameter
+from .ntnda import Frame, from_ntnda
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Largest number of frames that may go missing across a uniqueId wrap and still be read as a
+#: wrap; a bigger backwards jump is a new acquisition (ids restarted), not a wrap.
+WRAP_WINDOW = 1 << 14
+
+_U16 = 1 << 16
+_U31 = 1 << 31
+_U32 = 1 << 32
+
+#: How often the consumer thread wakes up to notice stop() and connection changes [s].
+_POLL_S = 0.05
+#: A (re)connected channel delivers its current value at once; when none came within this
+#: time [s], the monitor is started again (pvapy occasionally leaves it idle after a server
+#: restart).
+_RESUBSCRIBE_S = 1.0
+#: Bad-frame messages are reported through on_status at most this often [s].
+_BAD_REPORT_S = 1.0
+
+
+def missing_ids(previous: int, current: int) -> int | None:
+    """Number of uniqueIds skipped between two consecutive frames.
+
+    Parameters
+    ----------
+    previous, current : int
+        ``uniqueId`` of the previous and of the current frame (signed 32-bit values).
+
+    Returns
+    -------
+    int or None
+        0 when ``current`` follows ``previous``; the number of ids in between when it jumps
+        ahead (ids missed during a disconnection count too), also across a wrap
+        (65535 -> 0, 2**31 - 1 -> -2**31 or -> 0) of at most :data:`WRAP_WINDOW` ids; None
+        when the ids went back or stayed (a new acquisition, or a restarted detector), which
+        is no loss.
+    """
+    step = current - previous
+    if step > 0:
+        return step - 1
+    if 0 <= current <= 0xFFFF and 0xFFFF - WRAP_WINDOW < previous <= 0xFFFF:
+        step = current + _U16 - previous
+    elif previous > _U31 - 1 - WRAP_WINDOW and 0 <= current < WRAP_WINDOW:
+        step = current + _U31 - previous
+    elif previous > _U31 - 1 - WRAP_WINDOW and -_U31 <= current < -_U31 + WRAP_WINDOW:
+        step = current + _U32 - previous
+    else:
+        return None
+    return step - 1 if 0 < step <= WRAP_WINDOW else None
+
+
+class _Monitor:
+    """A queueing pvapy monitor on one channel and the thread that consumes it.
+
+    Subclasses implement :meth:`_consume`; everything else (connection tracking, status
+    reports, start/stop) lives here.
+    """
+
+    _COUNTERS: tuple[str, ...] = ("received", "bad", "reconnects", "resubscribes")
+
+    def __init__(self, channel: str, *, monitor_queue: int = 100,
+                 on_status: Callable[[str], None] | None = None):
+        if not channel:
+            raise BadParameter("PVA channel name is empty")
+        if monitor_queue < 1:
+            raise BadParameter(f"monitor_queue={monitor_queue} must be >= 1")
+        self.channel = channel
+        self.monitor_queue = monitor_queue
+        self.on_status = on_status
+        self.counters: dict[str, int] = dict.fromkeys(self._COUNTERS, 0)
+        self.connected = False
+        self._connected_event = threading.Event()
+        self._ever_connected = False
+        self._was_connected = False
+        self._events: collections.deque[bool] = collections.deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._channel: pva.Channel | None = None
+        self._pvq: pva.PvObjectQueue | None = None
+        self._request = f"record[queueSize={monitor_queue}]field()"
+        self._waiting_since: float | None = None
+        self._last_bad_report = -_BAD_REPORT_S
+
+    # -- runs in a pvapy thread: record and return, never block ------------------------------
+    def _on_connection(self, is_connected: bool) -> None:
+        self.connected = bool(is_connected)
+        if is_connected:
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+        self._events.append(bool(is_connected))
+
+    # -- runs in the consumer thread ---------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pv = self._pvq.get(_POLL_S)
+            except pva.QueueEmpty:
+                pv = None
+            # Connection events are recorded before the values that follow them reach the
+            # queue, so handling them first keeps their order.
+            self._handle_events()
+            if pv is None:
+                self._check_monitor()
+            else:
+                self._waiting_since = None
+                try:
+                    self._consume(pv)
+                except Exception:  # a bug in a callback must not end the subscription
+                    log.exception("error while handling an update of %s", self.channel)
+
+    def _handle_events(self) -> None:
+        while self._events:
+            is_connected = self._events.popleft()
+            self._waiting_since = time.monotonic() if is_connected else None
+            if is_connected == self._was_connected:
+                continue  # e.g. the connection callback repeated by a monitor restart
+            self._was_connected = is_connected
+            if is_connected:
+                if self._ever_connected:
+                    self.counters["reconnects"] += 1
+                    self._status(f"{self.channel} reconnected "
+                                 f"({self.counters['reconnects']} reconnections)")
+                else:
+                    self._status(f"{self.channel} connected")
+                self._ever_connected = True
+            elif self._ever_connected:
+                self._status(f"{self.channel} disconnected")
+
+    def _check_monitor(self) -> None:
+        if (self._waiting_since is None or not self.connected
+                or time.monotonic() - self._waiting_since < _RESUBSCRIBE_S):
+            return
+        self._waiting_since = time.monotonic()
+        self.counters["resubscribes"] += 1
+        log.warning("%s connected but silent for %.1f s: restarting its monitor", self.channel,
+                    _RESUBSCRIBE_S)
+        self._channel.stopMonitor()
+        self._channel.qMonitor(self._pvq, self._request)
+
+    def _status(self, text: str) -> None:
+        log.info(text)
+        if self.on_status is not None:
+            try:
+                self.on_status(text)
+            except Exception:
+                log.exception("on_status callback failed for %s", self.channel)
+
+    def _bad(self, exc: BadFrame) -> None:
+        self.counters["bad"] += 1
+        now = time.monotonic()
+        if now - self._last_bad_report >= _BAD_REPORT_S:
+            self._last_bad_report = now
+            self._status(f"{self.channel}: bad update ({self.counters['bad']} so far): {exc}")
+
+    def _consume(self, pv: pva.PvObject) -> None:
+        raise NotImplementedError
+
+    # -- public ------------------------------------------------------------------------------
+    def start(self):
+        """Start monitoring; returns at once (the channel may connect later)."""
+        if self._thread is not None:
+            return self
+        self._stop.clear()
+        self._pvq = pva.PvObjectQueue(self.monitor_queue)
+        self._channel = pva.Channel(self.channel)
+        self._channel.setConnectionCallback(self._on_connection)
+        self._channel.qMonitor(self._pvq, self._request)
+        self._thread = threading.Thread(target=self._run, name=f"pva-monitor {self.channel}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop monitoring and join the consumer thread (idempotent)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        try:
+            self._channel.stopMonitor()
+        except pva.PvaException as exc:
+            log.debug("stopMonitor(%s): %s", self.channel, exc)
+        self._thread.join(timeout)
+        self._thread = None
+        self._channel = None
+        self.connected = self._was_connected = False
+        self._connected_event.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` [s] for the channel to connect; return whether it did."""
+        return self._connected_event.wait(timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ImageSubscriber(_Monitor):
+    """Frames of an areaDetector NTNDArray channel, decoded into a bounded queue.
+
+    Parameters
+    ----------
+    channel : str
+        PVA channel name, e.g. ``"2bmSP1:Pva1:Image"``.
+    queue_size : int
+        Decoded frames kept for :meth:`get`; when full, the oldest is dropped
+        (``counters['dropped']``).
+    monitor_queue : int
+        Updates pvapy may hold before our thread decodes them (pvRequest ``queueSize`` and
+        ``PvObjectQueue`` length). Memory is bounded by ``queue_size + 2 * monitor_queue``
+        frames.
+    on_status : callable, optional
+        ``on_status(text)``: connection changes and bad frames, from the consumer thread.
+
+    Attributes
+    ----------
+    counters : dict of str to int
+        ``received`` (good frames decoded), ``dropped`` (discarded because the caller fell
+        behind), ``lost`` (uniqueIds never received), ``bad`` (malformed NTNDArrays),
+        ``reconnects``, ``resubscribes`` (monitor restarted because a connected channel stayed
+        silent), ``repeated`` (same uniqueId again, e.g. the value a restarted
+        server re-sends) and ``restarts`` (uniqueId went back: a new acquisition).
+    connected : bool
+        Whether the channel is connected now.
+    """
+
+    _COUNTERS = ("received", "dropped", "lost", "bad", "reconnects", "resubscribes", "repeated",
+                 "restarts")
+
+    def __init__(self, channel: str, queue_size: int = 32, *, monitor_queue: int = 100,
+                 on_status: Callable[[str], None] | None = None):
+        super().__init__(channel, monitor_queue=monitor_queue, on_status=on_status)
+        if queue_size < 1:
+            raise BadParameter(f"queue_size={queue_size} must be >= 1")
+        self.queue_size = queue_size
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._ready = threading.Condition()
+        self._last_id: int | None = None
+
+    def _consume(self, pv: pva.PvObject) -> None:
+        try:
+            frame = from_ntnda(pv)
+        except BadFrame as exc:
+            self._bad(exc)
+            return
+        if self._last_id is not None:
+            if frame.unique_id == self._last_id:
+                self.counters["repeated"] += 1
+                return
+            gap = missing_ids(self._last_id, frame.unique_id)
+            if gap is None:
+                self.counters["restarts"] += 1
+            else:
+                self.counters["lost"] += gap
+        with self._ready:
+            if len(self._frames) >= self.queue_size:
+                self._frames.popleft()
+                self.counters["dropped"] += 1
+            self._frames.append(frame)
+            self.counters["received"] += 1
+            self._last_id = frame.unique_id
+            self._ready.notify()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The oldest queued frame, waiting up to ``timeout`` [s] (None: forever); None if none came."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._frames, timeout):
+                return None
+            return self._frames.popleft()
+
+    def drain(self, max_frames: int | None = None) -> list[Frame]:
+        """Up to ``max_frames`` queued frames (all when None), oldest first, without waiting."""
+        with self._ready:
+            count = len(self._frames) if max_frames is None else min(max_frames, len(self._frames))
+            return [self._frames.popleft() for _ in range(count)]
+
+    @property
+    def last_unique_id(self) -> int | None:
+        """uniqueId of the last good frame received (queued or dropped since); None before any."""
+        return self._last_id
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting in the queue."""
+        return len(self._frames)
+
+
+class LatestValue(_Monitor, Generic[T]):
+    """The newest value of a slow channel (dark field, flat field, angle table).
+
+    Parameters
+    ----------
+    channel : str
+        PVA channel name.
+    parse : callable
+        ``parse(pv) -> value``, e.g. :func:`tomostream.pva.fields.read_field`; a
+        :class:`~tomostream.errors.BadFrame` it raises is counted in ``counters['bad']`` and
+        the previous value kept.
+    on_change : callable, optional
+        ``on_change(value)`` after each new value, from the consumer thread.
+    on_status : callable, optional
+        ``on_status(text)``: connection changes and bad values.
+    monitor_queue : int
+        Updates pvapy may hold before our thread reads them; only the newest is parsed.
+
+    Attributes
+    ----------
+    value : object or None
+        The latest parsed value; None until one arrives.
+    version : int
+        Incremented on each new value (0: none yet).
+    counters : dict of str to int
+        ``received``, ``bad``, ``reconnects``, ``resubscribes``.
+    """
+
+    def __init__(self, channel: str, parse: Callable[[pva.PvObject], T], *,
+                 on_change: Callable[[T], None] | None = None,
+                 on_status: Callable[[str], None] | None = None, monitor_queue: int = 16):
+        super().__init__(channel, monitor_queue=monitor_queue, on_status=on_status)
+        self.parse = parse
+        self.on_change = on_change
+        self.value: T | None = None
+        self.version = 0
+
+    def _consume(self, pv: pva.PvObject) -> None:
+        while True:  # only the newest queued update matters
+            try:
+                pv = self._pvq.get()
+            except pva.QueueEmpty:
+                break
+        try:
+            value = self.parse(pv)
+        except BadFrame as exc:
+            self._bad(exc)
+            return
+        self.value = value
+        self.version += 1
+        self.counters["received"] += 1
+        if self.on_change is not None:
+            self.on_change(value)
