@@ -54,9 +54,13 @@ class Controller(Protocol):
 
 
 def _text(value: str, length: int = TEXT_LENGTH, **kwargs) -> pvproperty:
-    """A waveform of char holding text (what TomoScan's status and file PVs are)."""
+    """A waveform of char holding text (what TomoScan's status and file PVs are).
+
+    Served as a CHAR array (not as a 40-character DBR_STRING), so paths of any length up to
+    ``length`` survive; clients read it as a string (pyepics ``as_string=True``).
+    """
     return pvproperty(value=value, dtype=ChannelType.CHAR, max_length=length, string_encoding="latin-1",
-                      report_as_string=True, record="waveform", **kwargs)
+                      record="waveform", **kwargs)
 
 
 def _stringout(value: str, **kwargs) -> pvproperty:

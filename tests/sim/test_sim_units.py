@@ -1,0 +1,97 @@
+"""Scan geometry and frame making, without EPICS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tomostream.errors import BadParameter
+from tomostream.recon.phantom import default_phantom, project
+from tomostream.sim import DetectorOptions, FrameSource, Inclusion, angle_table, frame_index, unique_id
+
+
+def test_continuous_table_grows_past_360():
+    theta = angle_table("continuous", 10.0, 0.5, 1000)
+    assert theta[0] == 10.0 and theta[-1] == 10.0 + 999 * 0.5 > 360
+    np.testing.assert_allclose(np.diff(theta), 0.5)
+
+
+def test_backforth_repeats_sweep_forward_and_reverse():
+    theta = angle_table("backforth", 0.0, 1.0, 10, sweep=3)
+    np.testing.assert_array_equal(theta, [0, 1, 2, 2, 1, 0, 0, 1, 2, 2])
+    default = angle_table("backforth", 0.0, 0.5, 1000)
+    assert default.max() == pytest.approx(179.5) and default.min() == 0
+
+
+@pytest.mark.parametrize("bad", [dict(num_angles=0), dict(step=0.0), dict(step=float("nan"))])
+def test_bad_tables_refused(bad):
+    args = dict(scan_type="continuous", start=0.0, step=0.5, num_angles=10) | bad
+    with pytest.raises(BadParameter):
+        angle_table(**args)
+
+
+def test_unique_id_wrap_and_index():
+    ids = unique_id(65534, np.arange(4), wrap16=True)
+    np.testing.assert_array_equal(ids, [65534, 65535, 0, 1])
+    np.testing.assert_array_equal(frame_index(ids, 65534, True), np.arange(4))
+    assert unique_id(2**31 - 1, 1, wrap16=False) == 0
+
+
+def test_noiseless_frames_are_exact_projections():
+    src = FrameSource(DetectorOptions(width=32, height=16, center_offset=1.5))
+    theta = angle_table("continuous", 3.0, 7.0, 100)
+    src.prepare(theta)
+    assert src.exact
+    p = project(default_phantom(32, 16), theta[:60:7], 32, 16, center=16 + 1.5)
+    for i, k in enumerate(range(0, 60, 7)):
+        expected = src.dark + src.open_beam * np.exp(-p[i])
+        frame = src.projection(theta[k], k)
+        assert frame.dtype == np.uint16
+        np.testing.assert_allclose(frame, expected, atol=0.5 + 1e-3)
+
+
+def test_cache_too_small_falls_back_to_nearest_angle():
+    src = FrameSource(DetectorOptions(width=16, height=16, cache_mb=16 * 16 * 2 * 10 / 2**20))
+    src.prepare(angle_table("continuous", 0.0, 0.5, 720))
+    assert not src.exact and src.cached_angles.size == 10
+    np.testing.assert_array_equal(src.projection(37.0), src.projection(36.0))
+
+
+def test_inclusion_grows_only_in_its_window():
+    inc = Inclusion.growing(64, 64, frames=100)
+    src = FrameSource(DetectorOptions(width=64, height=64, inclusion=inc))
+    src.prepare(np.array([30.0]))
+    early, late = src.projection(30.0, 0).astype(float), src.projection(30.0, 100).astype(float)
+    np.testing.assert_allclose(late, src.expected(30.0, 100), atol=0.5 + 1e-3)
+    changed = np.argwhere(np.abs(late - early) > 1)
+    assert changed.size
+    assert np.ptp(changed[:, 0]) <= 2 * inc.r1 + 2 and np.ptp(changed[:, 1]) <= 2 * inc.r1 + 2
+    assert (late <= early + 0.5).all()    # more material absorbs more
+
+
+def test_noise_follows_photon_statistics_and_binning():
+    photons = 400.0
+    src = FrameSource(DetectorOptions(width=64, height=64, photons=photons, read_noise=0.0))
+    flats = np.stack([src.flat_frame().astype(np.float64) for _ in range(40)])
+    signal = (src.dark + src.open_beam).astype(np.float64)
+    rel = flats.std(axis=0).mean() / np.sqrt(signal * src.intensity / photons).mean()
+    assert 0.85 < rel < 1.15
+    sigma = np.sqrt(signal * src.intensity / photons).mean()
+    assert abs((flats - signal).mean()) < 0.02 * sigma    # unbiased
+    assert src.flat_frame(binning=4).shape == (16, 16)
+
+
+def test_zingers_hit_about_the_asked_fraction():
+    src = FrameSource(DetectorOptions(width=128, height=128, zingers=0.01))
+    flat = src.flat_frame().astype(float)
+    clean = np.rint(src.dark + src.open_beam)
+    hits = np.count_nonzero(flat > clean + src.intensity)
+    assert 0.5 * 0.01 * 128 * 128 < hits < 1.5 * 0.01 * 128 * 128
+
+
+@pytest.mark.parametrize("bad", [dict(width=30), dict(dtype="int64"), dict(photons=-1.0),
+                                 dict(center_offset=40.0), dict(zingers=0.5)])
+def test_bad_detector_options_name_the_parameter(bad):
+    name = next(iter(bad))
+    with pytest.raises(BadParameter, match=name):
+        DetectorOptions(**({"width": 64, "height": 64} | bad))
