@@ -3,10 +3,12 @@ serves channels, the reconstruction publisher and the image / latest-value subsc
 
 from .fields import FIELD_TYPE, THETA_TYPE, field_pv, read_field, read_theta, theta_pv
 from .ntnda import Frame, from_ntnda, to_ntnda
+from .publisher import ReconPublisher, draw_markers
 from .server import PvaChannels
 from .subscriber import ImageSubscriber, LatestValue, missing_ids
 
 __all__ = [
-    "FIELD_TYPE", "THETA_TYPE", "Frame", "ImageSubscriber", "LatestValue", "PvaChannels", "field_pv",
+    "FIELD_TYPE", "THETA_TYPE", "Frame", "ImageSubscriber", "LatestValue", "PvaChannels", "ReconPublisher",
+    "draw_markers", "field_pv",
     "from_ntnda", "missing_ids", "read_field", "read_theta", "theta_pv", "to_ntnda",
 ]
