@@ -68,9 +68,9 @@ def test_pinned_frames_and_uint16(phantom):
 def test_indices_beyond_32_bits():
     n, nz, p = 2048, 1024, 1100                      # P * nz * n = 2.3e9 > 2**31
     big = OrthoReconstructor(width=n, height=nz, buffer_size=p, backend="cupy")
-    small = OrthoReconstructor(width=n, height=nz, buffer_size=4, backend="cupy")
+    small = OrthoReconstructor(width=n, height=nz, buffer_size=8, backend="cupy")
     rng = np.random.default_rng(0)
-    angles = np.array([179.9, 179.8, 179.75, 45.0])  # the last slots of the big buffer
+    angles = np.array([179.9, 135.0, 90.0, 45.0])    # 179.9: the last slot of the big buffer
     frames = rng.uniform(500, 1000, (4, nz, n)).astype(np.float32)
     for r in (big, small):
         r.set_flat(np.full((nz, n), 1000.0))

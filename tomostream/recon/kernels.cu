@@ -47,6 +47,7 @@ extern "C" __global__ void backproject_z(const float* __restrict__ filt, const i
     float half = 0.5f * n;
     float y = (float)r - half;
     float acc = 0.0f;
+#pragma unroll 4
     for (int j = 0; j < k; j++) {
         float c = cos_t[j], s = sin_t[j];
         const float* row = filt + ((long long)idx[j] * nz + iz) * (long long)n;

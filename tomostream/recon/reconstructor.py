@@ -284,6 +284,8 @@ class OrthoReconstructor:
             sel = np.nonzero(keep)[0]
             for start in range(0, sel.size, self._batch):
                 part = sel[start:start + self._batch]
+                if part[-1] - part[0] == part.size - 1:        # contiguous: a view, no host copy
+                    part = slice(part[0], part[-1] + 1)
                 self._push_batch(frames[part], angles[part], slots[part])
 
     def _push_batch(self, frames: np.ndarray, angles: np.ndarray, slots: np.ndarray) -> None:
