@@ -24,7 +24,7 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value:
+        if value is not None and (value is not False if isinstance(value, np.ndarray) else value):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
@@ -85,10 +85,11 @@ class ImageMonitor:
     def _cb(self, value):
         if isinstance(value, Exception):
             return
-        ts = value.raw.timeStamp
+        dims = value.dimension            # areaDetector order: [0] = width, [1] = height
+        array = np.array(value.value).reshape(dims[1].size, dims[0].size)
+        ts = value.timeStamp
         with self._lock:
-            self.frames.append((int(value.raw.uniqueId), np.array(value),
-                                ts.secondsPastEpoch + 1e-9 * ts.nanoseconds))
+            self.frames.append((int(value.uniqueId), array, ts.secondsPastEpoch + 1e-9 * ts.nanoseconds))
 
     def snapshot(self):
         with self._lock:
@@ -130,7 +131,7 @@ def ca_context():
 
 @pytest.fixture(scope="session")
 def pva_context():
-    ctx = PvaContext("pva")
+    ctx = PvaContext("pva", unwrap=False)    # decode NTNDArray here, independently of p4p.nt
     yield ctx
     ctx.close()
 

@@ -364,7 +364,7 @@ class SimBeamline:
         first = self._next_uid
         with self._lock:
             self._ring.clear()
-        self._publish_fields()
+        self._publish_fields()                     # binned as self._binning now
         self._publish_theta(theta)
         self.ioc.post({"FirstProjid": first, "ScanStatus": "Scanning",
                        "StreamMessage": f"scan started: {theta.size} frames from uniqueId {first}"})
@@ -372,6 +372,7 @@ class SimBeamline:
         fps = self.fps
         next_status = t_ref
         frame_type = "Projection"
+        fields_binning = self._binning
         while k < theta.size and not self._abort.is_set():
             while not self._requests.empty():
                 what, value = self._requests.get_nowait()
@@ -386,6 +387,9 @@ class SimBeamline:
             uid = int(unique_id(first, k, self.wrap_unique_id))
             with self._lock:
                 retake, binning = self._retake, self._binning
+            if binning != fields_binning:          # binned dark and flat go with binned frames
+                self._publish_fields()
+                fields_binning = binning
             if retake is not None:
                 if frame_type == "Projection":
                     frame_type = "DarkField" if retake.kind == "dark" else "FlatField"

@@ -93,6 +93,7 @@ class _Part(PVGroup):
             await asyncio.wrap_future(future)
         except TomostreamError as exc:
             await self.parent.report(str(exc))
+        await self.parent.flush()        # status posted before the end is out before completion
         return done_value
 
 
@@ -388,6 +389,11 @@ class TomoScanStreamIOC(PVGroup):
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._queue.put_nowait, dict(values))
 
+    async def flush(self) -> None:
+        """Wait until every update posted so far has been applied."""
+        if self._queue is not None:
+            await self._queue.join()
+
     async def serve_updates(self) -> None:
         """Apply posted updates and beat the heartbeat (the simulator is its own server)."""
         self._loop = asyncio.get_running_loop()
@@ -400,6 +406,8 @@ class TomoScanStreamIOC(PVGroup):
                     await self.update(values)
                 except Exception:   # one bad status update must not stop the others
                     self.log.exception("status update %r failed", values)
+                finally:
+                    self._queue.task_done()
         finally:
             heartbeat.cancel()
 
