@@ -16,6 +16,7 @@ See :mod:`tomostream.sim.scan` for how uniqueIds and angles relate, and
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import queue
@@ -276,6 +277,12 @@ class SimBeamline:
 
     def abort(self) -> None:
         self._abort.set()
+
+    def put(self, suffix: str, value) -> Future:
+        """Write ``prefix + suffix`` through the IOC, as a client put would (validated, busy
+        records included); the future completes with the put."""
+        channel = self.ioc.pvdb[self.prefix + suffix]
+        return asyncio.run_coroutine_threadsafe(channel.write(value), self._ioc_thread.loop)
 
     def retake(self, kind: str) -> Future:
         name = "StreamRetakeDark" if kind == "dark" else "StreamRetakeFlat"

@@ -1,0 +1,102 @@
+"""``tomostream sim``: run the simulated TomoScan streaming beamline until Ctrl-C.
+
+Example, simulator and stream server side by side on one host (each Channel Access server
+needs its own search port, and clients must list both)::
+
+    export EPICS_CA_AUTO_ADDR_LIST=NO
+    export EPICS_CA_ADDR_LIST="127.0.0.1:5064 127.0.0.1:5066"
+    EPICS_CA_SERVER_PORT=5064 tomostream sim --prefix 2bmb:TomoScanStream: --size 512 --fps 200 &
+    EPICS_CA_SERVER_PORT=5066 tomostream serve --prefix 2bmb:TomoStream:
+
+Then ``caput 2bmb:TomoScanStream:StartScan 1`` starts a scan; the images stream on
+``<plugin prefix>Image`` (PV Access), dark/flat/theta on ``<prefix>StreamDarkFields``,
+``StreamFlatFields`` and ``StreamTheta``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from ..errors import TomostreamError
+from .beamline import SimBeamline
+from .ioc import TomoScanStreamIOC
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tomostream sim", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n", 1)[0] + "\n\n" + (TomoScanStreamIOC.__doc__ or ""),
+        epilog=("The CA search port is --ca-port, else EPICS_CA_SERVER_PORT, else 5064.\n\n"
+                "Running sim and server side by side on one host: give each its own CA port\n"
+                "and list both in EPICS_CA_ADDR_LIST, e.g.\n"
+                "  EPICS_CA_ADDR_LIST='127.0.0.1:5064 127.0.0.1:5066' EPICS_CA_AUTO_ADDR_LIST=NO\n"
+                "  EPICS_CA_SERVER_PORT=5064 tomostream sim ...\n"
+                "  EPICS_CA_SERVER_PORT=5066 tomostream serve ..."))
+    p.add_argument("--prefix", default="2bmb:TomoScanStream:", help="TomoScan PV prefix")
+    p.add_argument("--plugin-prefix", default="2bmSP1:Pva1:",
+                   help="detector PVA plugin prefix (images on <prefix>Image)")
+    p.add_argument("--pva-prefix", default=None,
+                   help="prefix of StreamDarkFields/StreamFlatFields/StreamTheta (default: --prefix)")
+    p.add_argument("--size", type=int, default=512, help="frame width and height [pixels]")
+    p.add_argument("--height", type=int, default=None, help="frame height if not square [pixels]")
+    p.add_argument("--fps", type=float, default=200.0, help="frame rate [frames/s]")
+    p.add_argument("--step", type=float, default=0.5, help="RotationStep [degrees per frame]")
+    p.add_argument("--num-angles", type=int, default=36000, help="NumAngles: frames per scan")
+    p.add_argument("--scan-type", choices=("continuous", "backforth"), default="continuous")
+    p.add_argument("--dtype", choices=("uint16", "uint8", "float32"), default="uint16")
+    p.add_argument("--photons", type=float, default=2000.0, help="photons per pixel (0 = noiseless)")
+    p.add_argument("--zingers", type=float, default=0.0, help="fraction of pixels hit per frame")
+    p.add_argument("--center-offset", type=float, default=0.0, help="rotation axis offset [pixels]")
+    p.add_argument("--inclusion", choices=("grow", "move", "none"), default="grow",
+                   help="part of the sample that changes during the scan")
+    p.add_argument("--first-projid", type=int, default=1, help="uniqueId of the first frame")
+    p.add_argument("--wrap-unique-id", action="store_true", help="wrap uniqueId at 65535")
+    p.add_argument("--data-dir", default=None, help="initial FilePath for captures")
+    p.add_argument("--cache-mb", type=float, default=512.0, help="memory for cached frames [MiB]")
+    p.add_argument("--ca-port", type=int, default=None,
+                   help="CA search port (default: EPICS_CA_SERVER_PORT or 5064)")
+    p.add_argument("--start-scan", action="store_true", help="start a scan right away")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator until SIGINT / SIGTERM; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    port = args.ca_port if args.ca_port is not None else int(os.environ.get("EPICS_CA_SERVER_PORT", 5064))
+    stop = threading.Event()
+    try:
+        sim = SimBeamline(prefix=args.prefix, plugin_prefix=args.plugin_prefix, pva_prefix=args.pva_prefix,
+                          width=args.size, height=args.height or args.size, fps=args.fps, step=args.step,
+                          ca_port=port, data_dir=args.data_dir, num_angles=args.num_angles,
+                          scan_type=args.scan_type, dtype=args.dtype, photons=args.photons,
+                          zingers=args.zingers, center_offset=args.center_offset,
+                          inclusion=args.inclusion, first_projid=args.first_projid,
+                          wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb)
+        sim.start()
+    except (TomostreamError, OSError) as exc:
+        print(f"tomostream sim: {exc}", file=sys.stderr)
+        return 1
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"tomostream sim: {args.prefix} on CA port {port}, images on {sim.image_channel}; "
+          "Ctrl-C stops", flush=True)
+    try:
+        if args.start_scan:
+            sim.put("StartScan", "Acquire")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
