@@ -95,3 +95,14 @@ def test_bad_detector_options_name_the_parameter(bad):
     name = next(iter(bad))
     with pytest.raises(BadParameter, match=name):
         DetectorOptions(**({"width": 64, "height": 64} | bad))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_every_detector_dtype_matches_the_model(dtype):
+    src = FrameSource(DetectorOptions(width=16, height=16, dtype=dtype))
+    src.prepare(np.array([45.0]))
+    frame = src.projection(45.0)
+    assert frame.dtype == np.dtype(dtype)
+    tol = 1e-3 if dtype == "float32" else 0.5 + 1e-3
+    np.testing.assert_allclose(frame, src.expected(45.0), rtol=1e-6, atol=tol)
+    assert src.projection(45.0, binning=2).shape == (8, 8)
