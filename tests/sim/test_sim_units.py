@@ -106,3 +106,19 @@ def test_every_detector_dtype_matches_the_model(dtype):
     tol = 1e-3 if dtype == "float32" else 0.5 + 1e-3
     np.testing.assert_allclose(frame, src.expected(45.0), rtol=1e-6, atol=tol)
     assert src.projection(45.0, binning=2).shape == (8, 8)
+
+
+def test_projection_noise_and_zingers_leave_the_cache_intact():
+    photons = 400.0
+    src = FrameSource(DetectorOptions(width=64, height=64, photons=photons, read_noise=0.0, zingers=0.001))
+    src.prepare(np.array([10.0]))
+    cached = src._cached(10.0).copy()
+    frames = np.stack([src.projection(10.0).astype(np.float64) for _ in range(40)])
+    np.testing.assert_array_equal(src._cached(10.0), cached)
+    clean = src.expected(10.0).astype(np.float64)
+    sigma = np.sqrt(np.maximum(clean - src.dark, 0) * src.intensity / photons)
+    ok = frames < clean + 6 * sigma + 1                      # leave zingers out of the statistics
+    z = ((frames - clean) / sigma)[ok]
+    assert abs(z.mean()) < 0.05 and 0.9 < z.std() < 1.1
+    hits = np.count_nonzero(~ok)
+    assert 0.3 * 0.001 * frames.size < hits < 2 * 0.001 * frames.size

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from ..errors import BadParameter
 from ..recon.phantom import Ellipsoid, default_phantom, project
@@ -105,6 +106,27 @@ class DetectorOptions:
         if abs(self.center_offset) >= self.width / 2:
             raise BadParameter(f"center_offset={self.center_offset} pixels puts the axis off "
                                f"the {self.width}-pixel detector")
+
+
+@njit(cache=True, nogil=True)
+def _noisy(clean, dark, z, gain2, read2, top, out):  # pragma: no cover - compiled
+    """out = clip(rint(clean + sqrt(max(clean - dark, 0) * gain2 + read2) * z), 0, top), one pass.
+
+    All arrays 1-D of equal length; ``top <= 0`` means a float output (no rounding, no clip).
+    """
+    for i in range(clean.size):
+        c = np.float32(clean[i])
+        s = c - dark[i]
+        if s < 0:
+            s = np.float32(0)
+        v = c + np.sqrt(s * gain2 + read2) * z[i]
+        if top > 0:
+            v = np.rint(v)
+            if v < 0:
+                v = 0
+            elif v > top:
+                v = top
+        out[i] = v
 
 
 def bin_frame(frame: np.ndarray, b: int) -> np.ndarray:
@@ -236,6 +258,26 @@ class FrameSource:
         var *= z
         return var
 
+    def _add_noise(self, clean: np.ndarray) -> np.ndarray:
+        """``clean`` (detector dtype) plus noise, as a new array of the dtype (one fused pass)."""
+        n = clean.size
+        off = int(self._rng.integers(0, self._pool.size - n + 1))
+        out = np.empty_like(clean)
+        top = float(np.iinfo(self.dtype).max) if self.dtype.kind in "ui" else 0.0
+        _noisy(clean.reshape(-1), self.dark.reshape(-1), self._pool[off:off + n], self._gain2,
+               self._read2, top, out.reshape(-1))
+        return out
+
+    def _add_zingers(self, frame: np.ndarray) -> None:
+        """Saturate-add a zinger (1.5 x intensity) to a random fraction of the pixels, in place."""
+        m = self._rng.binomial(frame.size, self.options.zingers)
+        idx = self._rng.integers(0, frame.size, m)
+        flat = frame.reshape(-1)
+        hit = flat[idx].astype(np.float64) + 1.5 * self.intensity
+        if self.dtype.kind in "ui":
+            hit = np.minimum(np.rint(hit), np.iinfo(self.dtype).max)
+        flat[idx] = hit.astype(self.dtype)
+
     def _finish(self, counts: np.ndarray, dark: np.ndarray, binning: int, zingers: bool) -> np.ndarray:
         """Add noise and zingers to float32 ``counts``, bin and convert to the dtype."""
         if self.noisy:
@@ -253,7 +295,16 @@ class FrameSource:
         """
         clean = self._cached(theta)
         inc = self.options.inclusion.at(k) if self.options.inclusion is not None else None
-        if inc is None and not self.noisy and binning == 1 and not self.options.zingers:
+        if binning == 1:                  # the fast path: integer/float work in one pass
+            owned = False                 # never modify the cached frame
+            if inc is not None:
+                clean, owned = clean.copy(), True
+                self._draw_inclusion(clean, inc, theta)
+            if self.noisy:
+                clean, owned = self._add_noise(clean), True
+            if self.options.zingers:
+                clean = clean if owned else clean.copy()
+                self._add_zingers(clean)
             return clean
         counts = clean.astype(np.float32)
         if inc is not None:
@@ -261,7 +312,8 @@ class FrameSource:
         return self._finish(counts, self.dark, binning, zingers=True)
 
     def _draw_inclusion(self, counts: np.ndarray, inc: Ellipsoid, theta: float) -> None:
-        """Replace the window the inclusion projects to with exact values including it."""
+        """Replace the window the inclusion projects to with exact noiseless values including
+        it (rounded to the detector dtype), in place."""
         h, w = counts.shape
         t = np.deg2rad(theta)
         uc = self.center + inc.x0 * np.cos(t) - inc.y0 * np.sin(t)
@@ -277,7 +329,7 @@ class FrameSource:
                    for e in (*self.phantom, inc)]
         p = project(shifted, np.array([theta]), ww, hw, center=self.center - u0)[0]
         win = (slice(v0, v1), slice(u0, u1))
-        counts[win] = self.dark[win] + self.open_beam[win] * np.exp(-p)
+        counts[win] = self._to_dtype(self.dark[win] + self.open_beam[win] * np.exp(-p))
 
     def dark_frame(self, binning: int = 1) -> np.ndarray:
         """One dark frame (beam off) of the detector dtype."""
