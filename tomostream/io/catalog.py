@@ -166,30 +166,96 @@ def open_catalog(uri: str | None = None, data_dir: str | os.PathLike | None = No
     return client[RUNS_KEY]
 
 
-def catalog_writer(catalog, spool: str | os.PathLike | None = None, *, batch_size: int = 1):
-    """A RunEngine callback recording runs into ``catalog``, spooling them if it fails.
+class _SpooledRun:
+    """Documents of one run: to the catalog, and to a JSON-lines file once the catalog fails.
+
+    After the first failure every document of the run, earlier ones included, goes to the
+    spool file and the catalog is not tried again for this run (no retry storm mid-scan).
+    """
+
+    def __init__(self, primary, spool: Path | None):
+        self.primary = primary
+        self.spool = spool
+        self.failed = False
+        self._buffer: list[tuple[str, dict]] = []
+        self._path: Path | None = None
+
+    def _append(self, docs) -> None:
+        with open(self._path, "a") as file:
+            for name, doc in docs:
+                file.write(json.dumps({"name": name, "doc": doc}, default=_jsonable) + "\n")
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if self.spool is None:
+            self.primary(name, doc)
+            return
+        if name == "start":
+            self._path = self.spool / f"{doc['uid']}.jsonl"
+        if self.failed:
+            self._append([(name, doc)])
+            return
+        self._buffer.append((name, doc))
+        try:
+            self.primary(name, doc)
+        except Exception as exc:  # any failure of the catalog: keep the run in the spool
+            log.warning("catalog write failed (%s: %s); run %s spooled to %s", type(exc).__name__,
+                        exc, self._path.stem if self._path else "?", self.spool)
+            self.failed = True
+            self._append(self._buffer)
+            self._buffer.clear()
+        if name == "stop":
+            self._buffer.clear()
+
+
+def _jsonable(value):
+    """JSON form of the numpy values documents may hold."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class CatalogWriter:
+    """RunEngine callback recording runs into a Tiled catalog, spooling those it cannot take.
 
     Parameters
     ----------
     catalog : tiled container
         As returned by :func:`open_catalog`.
     spool : path, optional
-        Folder where every document of a run is written as JSON lines if the catalog stops
-        answering during that run (replay them with :func:`replay_spool`). None: no spool.
+        Folder where every document of a run is written as JSON lines if the catalog fails
+        during that run (replay them with :func:`replay_spool`). None: no spool, errors raise.
     batch_size : int
-        Events gathered before one write; 1 writes each event as it comes (live view in the
-        catalog).
-
-    Returns
-    -------
-    bluesky.callbacks.tiled_writer.TiledWriter
+        Events gathered before one write; 1 writes each event as it comes.
     """
-    from bluesky.callbacks.tiled_writer import TiledWriter
 
-    if spool is not None:
-        Path(spool).mkdir(parents=True, exist_ok=True)
-    return TiledWriter(catalog, backup_directory=None if spool is None else str(spool),
-                       batch_size=batch_size)
+    def __init__(self, catalog, spool: str | os.PathLike | None = None, *, batch_size: int = 1):
+        from event_model import RunRouter
+
+        self.catalog = catalog
+        self.spool = None if spool is None else Path(spool)
+        if self.spool is not None:
+            self.spool.mkdir(parents=True, exist_ok=True)
+        self.batch_size = batch_size
+        self._router = RunRouter([self._factory])
+
+    def _factory(self, name, doc):
+        from bluesky.callbacks.tiled_writer import TiledWriter
+
+        writer = TiledWriter(self.catalog, batch_size=self.batch_size)
+        return [_SpooledRun(writer, self.spool)], []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self._router(name, doc)
+
+
+def catalog_writer(catalog, spool: str | os.PathLike | None = None, *,
+                   batch_size: int = 1) -> CatalogWriter:
+    """A RunEngine callback recording runs into ``catalog``; see :class:`CatalogWriter`."""
+    return CatalogWriter(catalog, spool, batch_size=batch_size)
 
 
 def spooled_runs(spool: str | os.PathLike) -> list[Path]:
@@ -198,6 +264,17 @@ def spooled_runs(spool: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+
+
+def _complete(docs: list[dict]):
+    """The documents of a spooled run, closed by a stop document if it never came."""
+    yield from docs
+    if docs[-1]["name"] != "stop":
+        start = docs[0]["doc"]
+        last = max(item["doc"].get("time", start["time"]) for item in docs)
+        yield {"name": "stop", "doc": {"uid": f"{start['uid']}-stop", "run_start": start["uid"],
+                                       "time": last, "exit_status": "fail",
+                                       "reason": "the session ended before the run closed"}}
 
 
 def replay_spool(catalog, spool: str | os.PathLike) -> list[str]:
@@ -222,6 +299,7 @@ def replay_spool(catalog, spool: str | os.PathLike) -> list[str]:
     written = []
     for path in spooled_runs(spool):
         docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        docs = list(_complete(docs))
         if not docs or docs[0]["name"] != "start":
             log.warning("spool file %s does not begin with a start document; left in place", path)
             continue
