@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import collections
 import logging
 import queue
 import signal
@@ -38,6 +39,7 @@ import numpy as np
 
 from .errors import BadFrame, TomostreamError
 from .ioc.tomostream_ioc import WATCHDOG_RESET, ClosingIocThread, TomoStreamIOC
+from .pva.subscriber import missing_ids
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,13 @@ NEW_SIZE_RUN = 4
 STATUS_PERIOD = 0.25
 #: Longest the worker sleeps waiting for a frame before it looks at commands again [s].
 IDLE_WAIT = 0.1
+#: How late a FrameType change may reach us after the frames it concerns [s]: frames are
+#: held this long, and a frame within this much of a change of FrameType is not used.
+FRAME_TYPE_WINDOW = 0.1
 #: Seconds between heartbeats (Watchdog set to WATCHDOG_RESET); well under WATCHDOG_RESET.
 HEARTBEAT_PERIOD = 1.5
-#: Frame types of TomoScan's FrameType (mbbi).
+#: States of TomoScan's FrameType (mbbi), by index.
+FRAME_TYPES = ("DarkField", "FlatField", "Projection")
 PROJECTION = "Projection"
 
 DEFAULT_PVS = {
@@ -145,10 +151,14 @@ class FrameTypeHistory:
             at = bisect.bisect_right(self._times, timestamp)
             return self._types[max(at - 1, 0)]
 
-    def clear(self) -> None:
+    def only(self, frame_type: str, start: float, end: float) -> bool:
+        """Whether FrameType was ``frame_type`` throughout ``[start, end]`` [s since the epoch]."""
         with self._lock:
-            self._times.clear()
-            self._types.clear()
+            if not self._types:
+                return False
+            first = max(bisect.bisect_right(self._times, start) - 1, 0)
+            last = bisect.bisect_right(self._times, end)
+            return all(t == frame_type for t in self._types[first:max(last, first + 1)])
 
 
 def dezinger_radius(state: str) -> int:
@@ -167,6 +177,9 @@ class Counters:
     bad: int = 0
     not_projection: int = 0
     outside_theta: int = 0
+    #: uniqueIds skipped just before the first frame of a scan: the detector ran between
+    #: scans; not frames lost from a scan.
+    between_scans: int = 0
     #: Counts of subscribers already closed in this session (channel changed, reconnect).
     closed: dict = field(default_factory=dict)
 
@@ -180,7 +193,7 @@ class Counters:
             "FramesReceived": total("received") + total("bad"),
             "FramesUsed": self.used,
             "FramesDropped": total("dropped"),
-            "FramesLost": total("lost"),
+            "FramesLost": max(total("lost") - self.between_scans, 0),
             "FramesBad": total("bad") + self.bad,
         }
 
@@ -241,6 +254,12 @@ class StreamServer:
         Most published updates of the slices per second.
     queue_size : int
         Frames the image subscriber keeps for the worker before dropping the oldest.
+    markers : bool
+        Draw thin lines where the slices cross in the published image.
+    frame_type_window : float [s]
+        How late a FrameType change may arrive after the frames it concerns. Frames wait this
+        long before use, and frames taken within this time of a FrameType change are skipped,
+        so no dark or flat frame enters the reconstruction.
     **defaults
         Start-up values of the channel-name PVs: ``tomoscan_prefix``, ``image_pvap_name``,
         ``dark_pva_name``, ``flat_pva_name``, ``theta_pva_name``, ``recon_pva_name``; and of
@@ -255,13 +274,16 @@ class StreamServer:
     """
 
     def __init__(self, prefix: str = "2bmb:TomoStream:", ca_port: int = 0, backend: str = "auto", *,
-                 batch_max: int = 64, max_rate: float = 30.0, queue_size: int = 256, **defaults):
+                 batch_max: int = 64, max_rate: float = 30.0, queue_size: int = 256,
+                 markers: bool = True, frame_type_window: float = FRAME_TYPE_WINDOW, **defaults):
         self.prefix = prefix
         self.ca_port = ca_port
         self.backend = backend
         self.batch_max = int(batch_max)
         self.min_interval = 1.0 / float(max_rate)
         self.queue_size = int(queue_size)
+        self.markers = bool(markers)
+        self.frame_type_window = float(frame_type_window)
         self.defaults = {DEFAULT_PVS.get(k, k): v for k, v in defaults.items()}
         self.ioc: TomoStreamIOC | None = None
         self.latency = LatencyStats()
@@ -273,6 +295,7 @@ class StreamServer:
         self._heartbeat: threading.Thread | None = None
         self._publisher = None
         self._publisher_name: str | None = None
+        self._session: _Session | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> StreamServer:
@@ -314,6 +337,24 @@ class StreamServer:
         self.stop()
 
     @property
+    def counters(self) -> dict[str, int]:
+        """Frame counts of the current (or last) StartRecon: the Frames* PVs plus the frames
+        skipped as not projections (``NotProjection``) or outside the angle table
+        (``OutsideTheta``)."""
+        session = self._session
+        if session is None:
+            return {}
+        return {**session.counters.pvs(session.image),
+                "NotProjection": session.counters.not_projection,
+                "OutsideTheta": session.counters.outside_theta}
+
+    @property
+    def ready(self) -> bool:
+        """Whether a StartRecon is running with every channel of the beamline connected."""
+        session = self._session
+        return session is not None and not session.finished and session.waiting is None
+
+    @property
     def running(self) -> bool:
         """Whether the worker thread is alive."""
         return self._worker is not None and self._worker.is_alive()
@@ -346,7 +387,8 @@ class StreamServer:
             suffix, value = self._commands.get()
             if suffix == "StartRecon":
                 try:
-                    _Session(self).run()
+                    self._session = _Session(self)
+                    self._session.run()
                 except Exception as exc:  # never leave StartRecon busy
                     log.exception("streaming stopped by an error")
                     self._status(f"Stopped: error {type(exc).__name__}: {exc}")
@@ -361,6 +403,7 @@ class StreamServer:
             if self._publisher_name is not None and self._publisher_name in self._channels:
                 self._channels.remove(self._publisher_name)
             self._publisher = ReconPublisher(self._channels, name)
+            self._publisher.draw_markers = self.markers
             self._publisher_name = name
         return self._publisher
 
@@ -374,13 +417,18 @@ class _Session:
         self.counters = Counters()
         self.frame_types = FrameTypeHistory()
         self.first_projid: int | None = None
+        self.last_uid: int | None = None
         self.plugin_prefix: str | None = None
         self.ca: list[_CaWatch] = []
+        #: CA PVs of the TomoScan side not connected now.
+        self.ca_down: set[str] = set()
         self.image = None
         self.dark = self.flat = self.theta = None
         self.rec = None
         self.shape: tuple[int, int] | None = None
-        self.theta_version = self.dark_version = self.flat_version = -1
+        #: Last dark/flat/theta objects seen on the channels, and the values in use.
+        self.seen: dict = {"theta": None, "dark": None, "flat": None}
+        self.used: dict = {"theta": None, "dark": None, "flat": None}
         self.new_size: tuple[int, int] | None = None
         self.new_size_run = 0
         self.dirty = False
@@ -390,7 +438,10 @@ class _Session:
         self.pending_times: list[float] = []
         self.messages: queue.SimpleQueue = queue.SimpleQueue()
         self.abort = False
-        self.waiting: str | None = None
+        self.finished = False
+        #: (monotonic time due, frame): frames waiting for late FrameType changes.
+        self.held: collections.deque = collections.deque()
+        self.waiting: str | None = "connections"
         server.latency = LatencyStats()
 
     # -- connections -------------------------------------------------------------------------
@@ -404,6 +455,7 @@ class _Session:
 
         prefix = self._value("TomoScanPVPrefix")
         note = self.messages.put
+        self.ca_down = {prefix + "FrameType", prefix + "FirstProjid", self._value("ImagePVAPName")}
         self.ca = [
             _CaWatch(prefix + "FrameType", self._on_frame_type, self._on_ca_connection),
             _CaWatch(prefix + "FirstProjid", self._on_first_projid, self._on_ca_connection),
@@ -421,8 +473,9 @@ class _Session:
                 sub.stop()
 
     # pyepics callbacks (CA client threads): record, never block
-    def _on_frame_type(self, char_value=None, timestamp=None, **kw) -> None:
-        self.frame_types.record(float(timestamp or time.time()), str(char_value))
+    def _on_frame_type(self, value=None, timestamp=None, **kw) -> None:
+        name = FRAME_TYPES[value] if isinstance(value, int) and 0 <= value < len(FRAME_TYPES) else str(value)
+        self.frame_types.record(float(timestamp or time.time()), name)
 
     def _on_first_projid(self, value=None, **kw) -> None:
         self.first_projid = int(value)
@@ -431,6 +484,10 @@ class _Session:
         self.plugin_prefix = str(char_value)
 
     def _on_ca_connection(self, pvname=None, conn=None, **kw) -> None:
+        if conn:
+            self.ca_down.discard(pvname)
+        else:
+            self.ca_down.add(pvname)
         self.messages.put(f"{pvname} {'connected' if conn else 'disconnected'}")
 
     def _follow_image(self) -> None:
@@ -466,6 +523,7 @@ class _Session:
                 self._maybe_publish()
                 self._maybe_report()
         finally:
+            self.finished = True
             self.close()
             self._report_counters()
             srv._status("Stopped")
@@ -491,60 +549,99 @@ class _Session:
                 break
 
     def _next_batch(self) -> list:
+        """Frames that have waited ``frame_type_window`` (so their FrameType is known), oldest first."""
         if self.image is None:
             self.srv._stopping.wait(IDLE_WAIT)
             return []
+        now = time.monotonic()
         wait = IDLE_WAIT
+        if self.held:
+            wait = min(wait, self.held[0][0] - now)
         if self.dirty:
-            wait = max(0.0, min(wait, self.last_publish + self.srv.min_interval - time.monotonic()))
-        first = self.image.get(timeout=wait)
-        if first is None:
-            return []
-        return [first, *self.image.drain(self.srv.batch_max - 1)]
+            wait = min(wait, self.last_publish + self.srv.min_interval - now)
+        room = max(self.srv.batch_max - len(self.held), 1)
+        first = self.image.get(timeout=max(wait, 0.0)) if wait > 0 or not self.held else None
+        arrived = ([first] if first is not None else []) + self.image.drain(room - 1)
+        due = time.monotonic() + self.srv.frame_type_window
+        self.held.extend((due, frame) for frame in arrived)
+        now = time.monotonic()
+        ready = []
+        while self.held and self.held[0][0] <= now and len(ready) < self.srv.batch_max:
+            ready.append(self.held.popleft()[1])
+        return ready
 
     # -- reconstruction ----------------------------------------------------------------------
     def _handle_fields(self) -> None:
-        """React to a new angle table, dark or flat field."""
-        if self.theta.version != self.theta_version and self.theta.value is not None:
-            self.theta_version = self.theta.version
-            if self.rec is not None:
+        """React to a new angle table, dark or flat field (a re-sent equal one changes nothing)."""
+        theta = self.theta.value
+        if theta is not None and theta is not self.seen["theta"]:
+            self.seen["theta"] = theta
+            if self.rec is not None and not np.array_equal(theta, self.used["theta"]):
                 self._build(*self.shape, "new angle table")
-        for sub, attr, setter in ((self.dark, "dark_version", "set_dark"),
-                                  (self.flat, "flat_version", "set_flat")):
-            if sub.version != getattr(self, attr) and sub.value is not None:
-                setattr(self, attr, sub.version)
-                if self.rec is None:
-                    continue
-                if sub.value.shape == self.shape:
-                    getattr(self.rec, setter)(sub.value)
-                    self.rec.reset()
-                    self.dirty = True
-                    self.srv._status(f"Running: new {setter[4:]} field, buffer restarted")
-                else:
-                    # the detector geometry is changing; the frames will tell
-                    self.new_size = sub.value.shape
+        for kind in ("dark", "flat"):
+            value = getattr(self, kind).value
+            if value is None or value is self.seen[kind]:
+                continue
+            self.seen[kind] = value
+            if self.rec is None:
+                continue
+            if value.shape != self.shape:
+                self.new_size = value.shape  # the detector geometry is changing
+            elif self._set_field(kind, value):
+                self.rec.reset()
+                self.dirty = True
+                self.srv._status(f"Running: new {kind} field, buffer restarted")
+
+    def _set_field(self, kind: str, value: np.ndarray) -> bool:
+        """Give the reconstructor a dark or flat field; whether it differed from the last one."""
+        if self.used[kind] is not None and np.array_equal(value, self.used[kind]):
+            return False
+        try:
+            getattr(self.rec, f"set_{kind}")(value)
+        except BadFrame as exc:
+            self.srv._status(f"Running: {kind} field refused: {exc}")
+            return False
+        self.used[kind] = value
+        return True
 
     def _build(self, height: int, width: int, why: str) -> None:
         """A new reconstructor for ``height`` x ``width`` frames and the current angle table."""
         from .recon import OrthoReconstructor
 
         old = self.shape
-        size = buffer_size_from_theta(self.theta.value)
+        theta = self.theta.value
+        size = buffer_size_from_theta(theta)
         self.rec = OrthoReconstructor(width=width, height=height, buffer_size=size,
                                       backend=self.srv.backend)
         self.shape = (height, width)
+        self.used = {"theta": theta, "dark": None, "flat": None}
         self.ioc.frame_width, self.ioc.frame_height = width, height
-        for sub, setter in ((self.dark, self.rec.set_dark), (self.flat, self.rec.set_flat)):
-            if sub.value is not None and sub.value.shape == (height, width):
-                setter(sub.value)
+        for kind in ("dark", "flat"):
+            value = getattr(self, kind).value
+            if value is not None and value.shape == self.shape:
+                self._set_field(kind, value)
         if old is not None and old != self.shape:
             self._rescale(old[1], old[0], width, height)
-        elif not 0 < self._value("Center") < width:
-            self.srv._set({"Center": width / 2.0})
+        elif old is None:
+            self._place(width, height)
         self._apply_params()
         self.dirty = True
         self.srv._status(f"Running: {why}: {width}x{height} frames, {size} in 180 degrees "
                          f"({self.rec.backend} backend)")
+
+    def _place(self, width: int, height: int) -> None:
+        """First frames of a session: an unset (0) or out-of-frame Center or slice position
+        goes to the middle of the frame."""
+        values = {}
+        if not 0 < self._value("Center") < width:
+            values["Center"] = width / 2.0
+        ortho = [self._value(s) for s in ("OrthoX", "OrthoY", "OrthoZ")]
+        for suffix, v, size in zip(("OrthoX", "OrthoY", "OrthoZ"), ortho, (width, width, height),
+                                   strict=True):
+            if not any(ortho) or not 0 <= v < size:
+                values[suffix] = size // 2
+        if values:
+            self.srv._set(values)
 
     def _rescale(self, w0: int, h0: int, w1: int, h1: int) -> None:
         """Keep Center and OrthoX/Y/Z on the same sample features after a size change."""
@@ -581,7 +678,10 @@ class _Session:
         if theta is None or self.first_projid is None:
             self.counters.not_projection += 1
             return None
-        if self.frame_types.type_at(frame.timestamp) != PROJECTION:
+        lag = self.srv.frame_type_window
+        ts = frame.timestamp
+        if not (self.frame_types.only(PROJECTION, ts - lag, ts + lag) if ts > 0 else
+                self.frame_types.type_at(0) == PROJECTION):
             self.counters.not_projection += 1
             return None
         index = projection_index(frame.unique_id, self.first_projid, theta.size)
@@ -617,6 +717,9 @@ class _Session:
         t0 = time.perf_counter()
         kept, angles, times = [], [], []
         for frame in frames:
+            if self.last_uid is not None and frame.unique_id == self.first_projid:
+                self.counters.between_scans += missing_ids(self.last_uid, frame.unique_id) or 0
+            self.last_uid = frame.unique_id
             if frame.array.dtype not in (np.uint8, np.uint16, np.float32):
                 self.counters.bad += 1
                 continue
@@ -670,13 +773,16 @@ class _Session:
         if time.monotonic() - self.last_status >= STATUS_PERIOD:
             self._report_counters()
             waiting = self._waiting_for()
-            if waiting and waiting != self.waiting:
-                self.srv._status(f"Running: waiting for {waiting}")
+            if waiting != self.waiting:
+                self.srv._status(f"Running: waiting for {waiting}" if waiting else
+                                 f"Running: connected, reconstructing from {self.image.channel}")
             self.waiting = waiting
 
     def _waiting_for(self) -> str | None:
         """What the session still needs before it can reconstruct, if anything."""
-        if self.plugin_prefix is None:
+        if self.ca_down:
+            return ", ".join(sorted(self.ca_down)) + " (CA)"
+        if self.plugin_prefix is None or self.image is None:
             return f"the detector plugin prefix in {self._value('ImagePVAPName')} (CA)"
         if self.image is not None and not self.image.connected:
             return f"{self.image.channel} (PVA)"

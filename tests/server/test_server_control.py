@@ -31,8 +31,8 @@ def test_projection_index_handles_the_uniqueid_wraps():
     assert projection_index(110, 100, 50) == 10
     assert projection_index(160, 100, 50) is None
     assert projection_index(4, 65530, 100) == 10  # 65535 -> 0 wrap
-    assert projection_index(-2**31 + 3, 2**31 - 7, 100) is None or True
-    assert projection_index(2**31 + 3 - 2**31, 2**31 - 7, 100) == 10  # 2**31 -> 0 wrap
+    assert projection_index(3, 2**31 - 7, 100) == 10  # 2**31 -> 0 wrap
+    assert projection_index(99, 100, 50) is None  # before the scan: far outside the table
 
 
 def test_frame_type_history_answers_by_time():
@@ -46,6 +46,9 @@ def test_frame_type_history_answers_by_time():
     assert h.type_at(25.0) == "DarkField"
     assert h.type_at(0.0) == "DarkField"  # no timestamp: the latest
     assert h.type_at(1.0) == "Projection"  # before every change: the oldest known
+    assert h.only("Projection", 10.5, 14.0)
+    assert not h.only("Projection", 14.0, 15.5)  # a flat field starts inside the window
+    assert not h.only("Projection", 21.0, 30.0)
 
 
 def test_dezinger_states():

@@ -1,0 +1,43 @@
+"""Helpers of the stream server tests: polling and Channel Access shorthands."""
+
+from __future__ import annotations
+
+import time
+
+import epics
+import pytest
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds.
+
+    ``what`` names the condition in the failure message; a callable is called then.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+class Ca:
+    """caget / caput on the PVs of one prefix (pyepics, no monitor cache)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def get(self, suffix, **kw):
+        value = epics.caget(self.prefix + suffix, timeout=5.0, use_monitor=False, **kw)
+        assert value is not None, f"no answer from {self.prefix}{suffix}"
+        return value
+
+    def text(self, suffix):
+        return self.get(suffix, as_string=True)
+
+    def put(self, suffix, value, wait=True, timeout=20.0):
+        assert epics.caput(self.prefix + suffix, value, wait=wait, timeout=timeout) == 1, suffix
+
+    def put_nowait(self, suffix, value, callback=None):
+        pv = epics.get_pv(self.prefix + suffix)
+        assert pv.wait_for_connection(5.0), suffix
+        pv.put(value, wait=False, use_complete=True, callback=callback)

@@ -1,0 +1,251 @@
+"""End to end on loopback: simulated beamline -> StreamServer -> p4p client.
+
+The beamline is noiseless and static (no growing inclusion), so the published slices must
+match the analytic phantom. Scans cover 360 degrees: the first frames of a scan may race the
+new dark/flat/theta and FirstProjid, and the second half refills every slot.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from p4p.client.thread import Context
+from stream_helpers import Ca, wait_until
+
+from tomostream.recon.phantom import ortho_slices
+from tomostream.sim import SimBeamline
+
+N = NZ = 64
+STEP = 3.0                      # 60 frames per 180 degrees
+SCAN = 120                      # frames per scan: 360 degrees
+FPS = 400.0
+
+
+def rel_error(rec: np.ndarray, truth: np.ndarray) -> float:
+    """RMS error inside the sample relative to the largest true value."""
+    inner = truth != 0
+    return float(np.sqrt(np.mean((rec[inner] - truth[inner]) ** 2)) / np.abs(truth).max())
+
+
+def split(image: np.ndarray, n: int, nz: int):
+    """The Z, Y, X slices of a published n x 3n image."""
+    return image[:n, :n], image[:nz, n:2 * n], image[:nz, 2 * n:]
+
+
+class Recon:
+    """p4p client of the published slices."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.ctx = Context("pva")
+
+    def get(self):
+        value = self.ctx.get(self.name, timeout=5.0)
+        return int(value.raw.uniqueId), np.asarray(value)
+
+    def next(self, after: int, timeout: float = 20.0):
+        """The first image published after uniqueId ``after``."""
+        got = {}
+
+        def newer():
+            got["v"] = self.get()
+            return got["v"][0] > after
+
+        wait_until(newer, timeout, f"an image newer than {after}")
+        return got["v"]
+
+    def settled(self, ca: Ca, timeout: float = 20.0):
+        """The latest image once no frame has been used for a while (the final state)."""
+        state = {"last": None}
+
+        def quiet():
+            now = (ca.get("FramesUsed"), self.get()[0])
+            same, state["last"] = now == state["last"], now
+            time.sleep(0.3)
+            return same
+
+        wait_until(quiet, timeout, "a settled image")
+        return self.get()
+
+    def close(self):
+        self.ctx.close()
+
+
+
+
+def make_sim(sim_prefix, unique_prefix, sim_ca_port, **kw):
+    options = dict(width=N, height=NZ, fps=FPS, step=STEP, ca_port=sim_ca_port, num_angles=SCAN,
+                   inclusion=None, read_noise=0.0, photons=0.0)
+    options.update(kw)
+    return SimBeamline(prefix=sim_prefix, plugin_prefix=f"{unique_prefix}DET:", **options)
+
+
+@pytest.fixture
+def beamline(sim_prefix, unique_prefix, sim_ca_port):
+    with make_sim(sim_prefix, unique_prefix, sim_ca_port) as sim:
+        yield sim
+
+
+@pytest.fixture
+def quiet_server(server):
+    """The server with marker lines off, so images compare with the phantom everywhere."""
+    server.markers = False
+    return server
+
+
+@pytest.fixture
+def recon(stream_prefix):
+    client = Recon(stream_prefix + "Recon")
+    yield client
+    client.close()
+
+
+def scan(sim_ca: Ca, ca: Ca, frames: int = SCAN):
+    """Run one scan (the StartScan put completes at its end) and wait for the server."""
+    used = ca.get("FramesUsed")
+    sim_ca.put("StartScan", 1)
+    wait_until(lambda: ca.get("FramesUsed") >= used + frames - 2, 40.0,
+               lambda: f"the scan's frames used ({used} before): {ca.text('ReconStatus')!r}, "
+                       f"{ca.get('FramesUsed')} used, {ca.get('FramesReceived')} received")
+
+
+def start(ca: Ca, server):
+    ca.put_nowait("StartRecon", 1)
+    wait_until(lambda: server.ready, 20.0, "the server connected to the beamline")
+    assert ca.text("StartRecon") == "Acquire"
+
+
+def check_phantom(sim, image, ortho, bound=0.3):
+    n, nz = sim.options.width, sim.options.height
+    truth = ortho_slices(sim.source.phantom, n, nz, ortho)
+    for got, want in zip(split(image, n, nz), truth, strict=True):
+        assert rel_error(got, want) < bound
+
+
+def counters_add_up(server, sim):
+    c = server.counters
+    return c["FramesReceived"] + c["FramesLost"] >= sim.frames_published and \
+        c["FramesReceived"] - c["FramesBad"] == (c["FramesUsed"] + c["FramesDropped"]
+                                                   + c["NotProjection"] + c["OutsideTheta"])
+
+
+def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, sim_ca, recon):
+    start(ca, quiet_server)
+    scan(sim_ca, ca)
+    ortho = (ca.get("OrthoX"), ca.get("OrthoY"), ca.get("OrthoZ"))
+    assert ortho == (N // 2, N // 2, NZ // 2)
+    assert ca.get("Center") == pytest.approx(N / 2)
+    uid, image = recon.settled(ca)
+    assert image.shape == (max(N, NZ), 3 * N)
+    check_phantom(beamline, image, ortho)
+    assert ca.get("BufferSize") == "60/60"
+    assert ca.get("ReconTime") > 0
+    c = quiet_server.counters
+    assert c["FramesLost"] == 0 and c["FramesBad"] == 0 and c["FramesDropped"] == 0
+    wait_until(lambda: counters_add_up(quiet_server, beamline), 5.0,
+               lambda: f"counters that add up: {quiet_server.counters}")
+
+    # live parameter changes, no new frames: each gives a new image
+    ca.put("OrthoZ", 20)
+    uid, image = recon.next(uid)
+    check_phantom(beamline, image, (N // 2, N // 2, 20))
+    ca.put("CenterTweak", 3.0)
+    ca.put("CenterTweakUp", 1)
+    assert ca.get("Center") == pytest.approx(N / 2 + 3)
+    uid, off_axis = recon.next(uid)
+    z_truth = ortho_slices(beamline.source.phantom, N, NZ, (N // 2, N // 2, 20))[0]
+    assert rel_error(split(off_axis, N, NZ)[0], z_truth) > 1.5 * rel_error(split(image, N, NZ)[0], z_truth)
+    ca.put("CenterTweakDown", 1)
+    uid, image = recon.next(uid)
+    ca.put("FilterType", "Ramp")
+    uid, ramp = recon.next(uid)
+    assert not np.allclose(ramp, image)
+    check_phantom(beamline, ramp, (N // 2, N // 2, 20), bound=0.35)
+
+    ca.put("AbortRecon", 1)
+    wait_until(lambda: ca.text("StartRecon") == "Done", 10.0, "StartRecon done")
+
+
+def test_dark_retake_and_binning_restart_cleanly(beamline, quiet_server, ca, sim_ca, recon):
+    start(ca, quiet_server)
+    scan(sim_ca, ca)
+    uid, _ = recon.settled(ca)
+    # dark retake while rotating: 10 dark frames, then a new dark field restarts the buffer
+    used = ca.get("FramesUsed")
+    sim_ca.put_nowait("StartScan", 1)
+    wait_until(lambda: ca.get("FramesUsed") > used + 10, 10.0, "frames of the second scan")
+    sim_ca.put("StreamRetakeDark", 1)
+    wait_until(lambda: sim_ca.text("StartScan") == "Done", 20.0, "end of the second scan")
+    wait_until(lambda: quiet_server.counters["NotProjection"] >= 10, 10.0,
+               lambda: f"dark frames skipped: {quiet_server.counters}")
+    scan(sim_ca, ca)
+    uid, image = recon.settled(ca)
+    check_phantom(beamline, image, (N // 2, N // 2, NZ // 2))
+    wait_until(lambda: counters_add_up(quiet_server, beamline), 5.0,
+               lambda: f"counters that add up: {quiet_server.counters}")
+
+    # binning 2x between scans: 32 x 32 frames, Center and slice positions follow
+    sim_ca.put("StreamBinning", "2x")
+    scan(sim_ca, ca, frames=SCAN - 10)
+    wait_until(lambda: ca.get("BufferSize").endswith("/60"), 10.0, "a rebuilt buffer")
+    assert ca.get("Center") == pytest.approx(N / 4)
+    assert (ca.get("OrthoX"), ca.get("OrthoY"), ca.get("OrthoZ")) == (N // 4, N // 4, NZ // 4)
+    uid, image = recon.settled(ca)
+    assert image.shape == (NZ // 2, 3 * N // 2)
+    fine = ortho_slices(beamline.source.phantom, N, NZ, (N // 2, N // 2, NZ // 2))
+    for got, want in zip(split(image, N // 2, NZ // 2), fine, strict=True):
+        coarse = want.reshape(got.shape[0], 2, got.shape[1], 2).mean(axis=(1, 3))
+        assert np.corrcoef(got.ravel(), coarse.ravel())[0, 1] > 0.9
+    assert quiet_server.counters["FramesBad"] <= 8
+
+
+def test_unique_id_wrap(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca, sim_ca, recon):
+    with make_sim(sim_prefix, unique_prefix, sim_ca_port, first_projid=65536 - 50,
+                  wrap_unique_id=True) as sim:
+        start(ca, quiet_server)
+        scan(sim_ca, ca)
+        wait_until(lambda: quiet_server.counters["FramesUsed"] >= SCAN, 10.0, "all frames used")
+        _, image = recon.settled(ca)
+        check_phantom(sim, image, (N // 2, N // 2, NZ // 2))
+        c = quiet_server.counters
+        assert c["FramesLost"] == 0 and c["OutsideTheta"] == 0
+        wait_until(lambda: counters_add_up(quiet_server, sim), 5.0,
+                   lambda: f"counters that add up: {quiet_server.counters}")
+
+
+def test_tomoscan_ioc_restart_is_survived(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca,
+                                          sim_ca, recon):
+    with make_sim(sim_prefix, unique_prefix, sim_ca_port):
+        start(ca, quiet_server)
+    wait_until(lambda: not quiet_server.ready, 10.0, "the loss of the beamline noticed")
+    assert "disconnected" in ca.text("ReconStatus") or "waiting" in ca.text("ReconStatus")
+    with make_sim(sim_prefix, unique_prefix, sim_ca_port) as sim:
+        wait_until(lambda: quiet_server.ready, 30.0, "the beamline followed again")
+        scan(sim_ca, ca)
+        wait_until(lambda: ca.get("BufferSize") == "60/60", 10.0, "a full buffer")
+        uid, image = recon.settled(ca)
+        check_phantom(sim, image, (N // 2, N // 2, NZ // 2))
+    assert ca.text("StartRecon") == "Acquire"
+
+
+def test_drop_burst_is_counted_and_survived(beamline, server, ca, sim_ca, recon):
+    server.markers = False
+    server.queue_size = 2            # a worker that falls behind at once
+    server.batch_max = 1
+    beamline.set_fps(5000.0)
+    start(ca, server)
+    sim_ca.put("StartScan", 1)
+    wait_until(lambda: counters_add_up(server, beamline), 10.0,
+               lambda: f"counters that add up: {server.counters}")
+    burst = server.counters
+    assert burst["FramesDropped"] + burst["FramesLost"] > 0
+    server.batch_max = 64
+    beamline.set_fps(100.0)
+    scan(sim_ca, ca)
+    wait_until(lambda: ca.get("BufferSize") == "60/60", 10.0, "a full buffer")
+    uid, image = recon.settled(ca)
+    check_phantom(beamline, image, (N // 2, N // 2, NZ // 2))
+    wait_until(lambda: counters_add_up(server, beamline), 10.0,
+               lambda: f"counters that add up: {server.counters}")
