@@ -13,10 +13,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir as llvm_ir
+from numba import carray, njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 #: Smallest transmission used by ``-log`` [1]: darker pixels are clamped (attenuation <= 6.9).
 MIN_TRANSMISSION = np.float32(1e-3)
+
+#: Fast-math flags of the backprojection loops: no NaN/inf semantics in ``min``/``max`` (the
+#: filtered data are finite), no reassociation or contraction, so the sums keep their order.
+_FAST = {"nnan", "ninf"}
 
 
 @njit(parallel=True, cache=True)
@@ -54,36 +61,122 @@ def preprocess(raw, dark, flat, take_log, out, bad):
     bad[0] += nonfinite.sum()
 
 
-@njit(inline="always")
-def _pad_row(row, n, padded):
-    """Copy ``row`` into ``padded[1:n+1]``; ``padded`` (n + 3) keeps zeros at both ends."""
-    for c in range(n):
-        padded[c + 1] = row[c]
+def frame_buffer(p: int, nz: int, n: int) -> np.ndarray:
+    """Zeroed buffer of ``p`` filtered frames, shape ``(p, nz, n)``, laid out for these kernels.
 
-
-@njit(inline="always")
-def _add_row(padded, n, step, base, w, acc):
-    """acc[c] += w * row(u), u = c * step + base, linear interpolation, zero outside the row.
-
-    ``padded`` is the row from :func:`_pad_row`; clamping ``u`` to [-1, n] lands on its zero
-    ends, so the loop has no branch.
+    Each frame is stored column by column (the array is the ``(0, 2, 1)`` transpose of a
+    C-contiguous ``(p, n, nz)`` array): a detector column is contiguous, so the vertical
+    slices are built from contiguous column reads that vectorise (see :func:`backproject_yx`).
+    Writing ``buffer[slots] = frames`` with ``(k, nz, n)`` frames stores them transposed.
     """
-    lo, hi = np.float32(-1.0), np.float32(n)
-    for c in range(n):
-        u = min(max(np.float32(c) * step + base, lo), hi)
-        i = np.int32(u + np.float32(1.0))          # floor(u) + 1, as u + 1 >= 0
-        f = u + np.float32(1.0) - np.float32(i)
-        acc[c] += w * ((np.float32(1.0) - f) * padded[i] + f * padded[i + 1])
+    return np.zeros((p, n, nz), dtype=np.float32).transpose(0, 2, 1)
+
+
+@intrinsic
+def _stack_f32(typingctx, size):
+    """Pointer to ``size`` (a literal) float32 on the stack of the calling function.
+
+    Stack memory cannot alias any array the function receives, so the compiler vectorises a
+    loop that gathers from such an array and accumulates into this one (it cannot prove that
+    for two heap arrays and keeps the loop scalar).
+    """
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return cgutils.alloca_once(builder, llvm_ir.FloatType(), size=size.literal_value)
+
+    return types.CPointer(types.float32)(size), codegen
+
+
+#: Columns of the Z slice accumulated at once on the stack [pixels] (16 KiB of float32).
+_Z_CHUNK = 4096
 
 
 @njit(parallel=True, cache=True)
-def backproject_z(filt, idx, cos_t, sin_t, weights, center, iz, out):
+def _sinogram(filt, idx, weights, iz):
+    """Row ``iz`` of frames ``filt[idx]`` times their weights, zero-padded: ``(k, n + 3)``.
+
+    ``out[j, c + 1] = weights[j] * filt[idx[j], iz, c]``; columns 0, n + 1 and n + 2 stay 0 so
+    that an interpolation clamped to ``u`` in [-1, n] needs no branch.
+    """
+    k, n = idx.shape[0], filt.shape[2]
+    out = np.zeros((k, n + 3), np.float32)
+    for j in prange(k):
+        w = weights[j]
+        for c in range(n):
+            out[j, c + 1] = w * filt[idx[j], iz, c]
+    return out
+
+
+@intrinsic
+def _as_f32(typingctx, bits):
+    """The float32 whose bit pattern is the uint32 ``bits``."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
+def _pairs(sino: np.ndarray) -> np.ndarray:
+    """``(k, m)`` padded rows -> ``(k, m - 1)`` uint64 holding ``(row[i], row[i + 1])`` as bits.
+
+    One 64-bit gather then fetches both neighbours of an interpolation (half the gathered
+    elements of two 32-bit gathers).
+    """
+    k, m = sino.shape
+    both = np.empty((k, m - 1, 2), np.float32)
+    both[:, :, 0] = sino[:, :-1]
+    both[:, :, 1] = sino[:, 1:]
+    return both.view(np.uint64).reshape(k, m - 1)
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _z_from_pairs(pairs, cos_t, sin_t, center, out):
+    """``out[iy, ix] += sum_j row_j(u)``, ``u = x cos - y sin + center`` (see :func:`backproject_z`).
+
+    ``pairs`` is :func:`_pairs` of the padded sinogram. Per output row the frames are summed in
+    order into a float32 accumulator on the stack (vectorised over columns), then added to
+    ``out``.
+    """
+    k, n = pairs.shape[0], out.shape[1]
+    half = np.float32(0.5 * n)
+    cen = np.float32(center)
+    lo, hi = np.float32(-1.0), np.float32(n)
+    low32, shift = np.uint64(0xFFFFFFFF), np.uint64(32)
+    xs = np.arange(n).astype(np.float32)
+    for r in prange(out.shape[0]):
+        y = np.float32(r) - half
+        acc = carray(_stack_f32(_Z_CHUNK), _Z_CHUNK)
+        for c0 in range(0, n, _Z_CHUNK):
+            m = min(_Z_CHUNK, n - c0)
+            for col in range(m):
+                acc[col] = 0
+            for j in range(k):
+                c, s = cos_t[j], sin_t[j]
+                row = pairs[j]
+                base = cen - y * s - half * c
+                for col in range(m):
+                    # padded coordinate u + 1 in [0, n + 1]: floor by truncation, no branch
+                    u = min(max(xs[c0 + col] * c + base, lo), hi) + np.float32(1.0)
+                    i = np.uint32(u)
+                    f = u - np.float32(i)
+                    both = row[i]
+                    left = _as_f32(np.uint32(both & low32))
+                    right = _as_f32(np.uint32(both >> shift))
+                    acc[col] += (np.float32(1.0) - f) * left + f * right
+            for col in range(m):
+                out[r, c0 + col] += acc[col]
+
+
+def backproject_z(filt, idx, cos_t, sin_t, weights, center, iz, out) -> None:
     """Add the backprojection of frames ``filt[idx]`` to the Z slice ``out`` (untilted).
 
     Parameters
     ----------
     filt : ndarray (P, nz, n), float32
-        Filtered projections.
+        Filtered projections, best in the layout of :func:`frame_buffer` (other layouts work;
+        :func:`backproject_yx` then copies the frames it uses).
     idx : ndarray (k,), int32
         Frames of ``filt`` to use.
     cos_t, sin_t : ndarray (k,), float32
@@ -97,27 +190,91 @@ def backproject_z(filt, idx, cos_t, sin_t, weights, center, iz, out):
     out : ndarray (n, n), float64
         ``out[iy, ix]`` accumulates.
     """
-    k = idx.shape[0]
-    n = filt.shape[2]
-    half = np.float32(0.5 * n)
-    cen = np.float32(center)
-    for r in prange(n):
-        y = np.float32(r) - half
-        acc = np.zeros(n, np.float32)
-        padded = np.zeros(n + 3, np.float32)
-        for j in range(k):
-            c, s = cos_t[j], sin_t[j]
-            _pad_row(filt[idx[j], iz], n, padded)
-            _add_row(padded, n, c, cen - y * s - half * c, weights[j], acc)
-        for col in range(n):
-            out[r, col] += acc[col]
+    _z_from_pairs(_pairs(_sinogram(filt, idx, weights, iz)), cos_t, sin_t, center, out)
+
+
+@njit(inline="always")
+def _column_weights(n, u, w):
+    """Detector columns ``a, a + 1`` and weights giving ``w * row(u)`` (linear, 0 off the row).
+
+    ``a`` is kept in 0..n-2 so both columns exist (n >= 2); a weight is 0 for a column outside
+    the interpolation.
+    """
+    u = min(max(u, np.float32(-1.0)), np.float32(n))
+    i1 = np.int32(u + np.float32(1.0))                 # floor(u) + 1, as u + 1 >= 0
+    f = u + np.float32(1.0) - np.float32(i1)
+    i0 = i1 - 1
+    a = min(max(i0, 0), max(n - 2, 0))
+    g, h = (np.float32(1.0) - f) * w, f * w            # weights of columns i0 and i0 + 1
+    zero = np.float32(0.0)
+    g_in, h_in = 0 <= i0 < n, i0 + 1 < n               # i0 + 1 >= 0 always
+    wa = (g if g_in and i0 == a else zero) + (h if h_in and i0 + 1 == a else zero)
+    wb = (g if g_in and i0 != a else zero) + (h if h_in and i0 + 1 != a else zero)
+    return a, wa, wb
 
 
 @njit(parallel=True, cache=True)
-def backproject_yx(filt, idx, cos_t, sin_t, weights, center, iy, ix, out_y, out_x):
+def _vertical_tables(n, cos_t, sin_t, weights, center, iy, ix, col_a, w_a, w_b):
+    """Per frame and output column of the Y (``[0]``) and X (``[1]``) slices: the two detector
+    columns to interpolate and their weights (they do not depend on the detector row)."""
+    half = np.float32(0.5 * n)
+    cen = np.float32(center)
+    y0 = np.float32(iy) - half
+    x0 = np.float32(ix) - half
+    for j in prange(cos_t.shape[0]):
+        c, s, w = cos_t[j], sin_t[j], weights[j]
+        base_y = cen - y0 * s - half * c
+        base_x = cen + x0 * c + half * s
+        for col in range(n):
+            col_a[0, col, j], w_a[0, col, j], w_b[0, col, j] = _column_weights(
+                n, np.float32(col) * c + base_y, w)
+            col_a[1, col, j], w_a[1, col, j], w_b[1, col, j] = _column_weights(
+                n, np.float32(col) * (-s) + base_x, w)
+
+
+#: Detector rows of the vertical slices accumulated together [pixels]: the float32 sums of a
+#: block (2 x n x _ROWS) stay in the L2 cache while the frames stream through once.
+_ROWS = 128
+
+
+@njit(parallel=True, cache=True, fastmath=_FAST)
+def _vertical_from_columns(cols, idx, col_a, w_a, w_b, out_y, out_x):
+    """``out_{y,x}[r, c] += sum_j w_a * cols[idx[j], a, r] + w_b * cols[idx[j], a + 1, r]``.
+
+    ``cols`` is ``(P, n, nz)`` (frames stored by detector column). Work items are blocks of
+    ``_ROWS`` detector rows; each frame's part of the block is read once for both slices, and
+    every output pixel sums the frames in order into a float32 accumulator from contiguous
+    column segments (vectorised over rows).
+    """
+    k = idx.shape[0]
+    n, nz = cols.shape[1], cols.shape[2]
+    nxt = np.uint64(nz if n > 1 else 0)
+    flat = cols.reshape(cols.shape[0], n * nz)
+    for b in prange((nz + _ROWS - 1) // _ROWS):
+        r0 = b * _ROWS
+        m = min(_ROWS, nz - r0)
+        acc = np.zeros((2, n, m), np.float32)
+        for j in range(k):
+            frame = flat[idx[j]]
+            for sl in range(2):
+                for col in range(n):
+                    first = np.uint64(col_a[sl, col, j]) * np.uint64(nz) + np.uint64(r0)
+                    second = first + nxt
+                    p, q = w_a[sl, col, j], w_b[sl, col, j]
+                    sums = acc[sl, col]
+                    for r in range(m):
+                        sums[r] += p * frame[first + np.uint64(r)] + q * frame[second + np.uint64(r)]
+        for col in range(n):
+            for r in range(m):
+                out_y[r0 + r, col] += acc[0, col, r]
+                out_x[r0 + r, col] += acc[1, col, r]
+
+
+def backproject_yx(filt, idx, cos_t, sin_t, weights, center, iy, ix, out_y, out_x) -> None:
     """Add the backprojection of frames ``filt[idx]`` to the Y and X slices (untilted).
 
-    Each detector row ``iz`` feeds row ``iz`` of both vertical slices, so it is read once.
+    Detector row ``iz`` feeds row ``iz`` of both vertical slices at columns that do not depend
+    on the row: they are tabulated once per frame, then whole column segments are combined.
 
     Parameters
     ----------
@@ -128,24 +285,16 @@ def backproject_yx(filt, idx, cos_t, sin_t, weights, center, iy, ix, out_y, out_
     out_y, out_x : ndarray (nz, n), float64
         ``out_y[iz, ix']`` and ``out_x[iz, iy']`` accumulate.
     """
-    k = idx.shape[0]
-    nz, n = filt.shape[1], filt.shape[2]
-    half = np.float32(0.5 * n)
-    cen = np.float32(center)
-    y0 = np.float32(iy) - half
-    x0 = np.float32(ix) - half
-    for r in prange(nz):
-        acc_y = np.zeros(n, np.float32)
-        acc_x = np.zeros(n, np.float32)
-        padded = np.zeros(n + 3, np.float32)
-        for j in range(k):
-            c, s = cos_t[j], sin_t[j]
-            _pad_row(filt[idx[j], r], n, padded)
-            _add_row(padded, n, c, cen - y0 * s - half * c, weights[j], acc_y)
-            _add_row(padded, n, -s, cen + x0 * c + half * s, weights[j], acc_x)
-        for col in range(n):
-            out_y[r, col] += acc_y[col]
-            out_x[r, col] += acc_x[col]
+    k, n = idx.shape[0], filt.shape[2]
+    col_a = np.empty((2, n, k), np.int32)
+    w_a = np.empty((2, n, k), np.float32)
+    w_b = np.empty((2, n, k), np.float32)
+    _vertical_tables(n, cos_t, sin_t, weights, center, iy, ix, col_a, w_a, w_b)
+    cols = filt.transpose(0, 2, 1)
+    if not cols.flags.c_contiguous:                     # not a frame_buffer(): copy the frames used
+        cols = np.ascontiguousarray(cols[idx])
+        idx = np.arange(k, dtype=np.int32)
+    _vertical_from_columns(cols, idx, col_a, w_a, w_b, out_y, out_x)
 
 
 @njit(parallel=True, cache=True)

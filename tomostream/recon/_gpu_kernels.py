@@ -46,6 +46,12 @@ def _check_frames(filt, idx, cos_t, sin_t, weights) -> None:
             raise ValueError(f"{name} has shape {a.shape}, idx {idx.shape}")
 
 
+def frame_buffer(p: int, nz: int, n: int) -> cp.ndarray:
+    """Zeroed C-contiguous buffer of ``p`` filtered frames ``(p, nz, n)`` float32 (the layout of
+    these kernels; see :func:`tomostream.recon._cpu_kernels.frame_buffer`)."""
+    return cp.zeros((p, nz, n), dtype=cp.float32)
+
+
 def preprocess(raw, dark, flat, take_log, out, bad) -> None:
     """Flat-field normalise (and ``-log``); see :func:`tomostream.recon._cpu_kernels.preprocess`."""
     if raw.dtype not in _PREPROCESS:

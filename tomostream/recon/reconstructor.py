@@ -66,7 +66,7 @@ class OrthoReconstructor:
         self._params = default_params(n, nz)
         self._stream = self._be.stream()
         with self._stream:
-            self._filt = xp.zeros((self.buffer_size, nz, n), dtype=xp.float32)
+            self._filt = self._be.kernels.frame_buffer(self.buffer_size, nz, n)
             self._raw = None
             self._dark = xp.zeros((nz, n), dtype=xp.float32)
             self._flat = xp.ones((nz, n), dtype=xp.float32)
