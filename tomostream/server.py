@@ -540,6 +540,8 @@ class _Session:
                 self._apply_params()
             elif suffix == "RingRemoval" and value != "None":
                 self.srv._status(f"RingRemoval={value!r} is not available in this server: ignored")
+            elif suffix == "ReconPVAName":
+                self.dirty = True  # the next update goes to the new channel
             elif suffix in CHANNEL_PVS:
                 self.srv._status(f"{suffix} changed: takes effect at the next StartRecon")
         while True:
@@ -672,12 +674,9 @@ class _Session:
             self.srv._status(f"Running: parameter refused by the reconstruction: {exc}")
         self.dirty = True
 
-    def _accept(self, frame) -> float | None:
-        """The angle [degrees] of a usable projection frame, else None (counted)."""
+    def _angle(self, frame) -> float | None:
+        """The angle [degrees] of a projection frame, else None (counted)."""
         theta = self.theta.value
-        if theta is None or self.first_projid is None:
-            self.counters.not_projection += 1
-            return None
         lag = self.srv.frame_type_window
         ts = frame.timestamp
         if not (self.frame_types.only(PROJECTION, ts - lag, ts + lag) if ts > 0 else
@@ -696,8 +695,6 @@ class _Session:
         if self.rec is not None and shape == self.shape:
             self.new_size_run = 0
             return True
-        if self.theta.value is None:
-            return False
         if self.rec is None:
             self._build(*shape, "started")
             return True
@@ -723,10 +720,13 @@ class _Session:
             if frame.array.dtype not in (np.uint8, np.uint16, np.float32):
                 self.counters.bad += 1
                 continue
-            angle = self._accept(frame)
-            if angle is None:
+            if self.theta.value is None or self.first_projid is None:  # not yet usable
+                self.counters.not_projection += 1
                 continue
             if not self._check_size(frame):
+                continue
+            angle = self._angle(frame)
+            if angle is None:
                 continue
             if kept and frame.array.shape != kept[-1].shape:  # geometry changed in this batch
                 self._push(kept, angles, times)
@@ -759,7 +759,10 @@ class _Session:
         t0 = time.perf_counter()
         image = self.rec.image()
         p = self.rec.params
-        self.srv.publisher(self._value("ReconPVAName")).publish(image, markers=tuple(p.ortho))
+        try:
+            self.srv.publisher(self._value("ReconPVAName")).publish(image, markers=tuple(p.ortho))
+        except TomostreamError as exc:
+            self.srv._status(f"Running: cannot publish the slices: {exc}")
         published = time.time()
         self.srv.latency.add(self.pending_times, published)
         self.pending_times = []

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
 import threading
 
+import epics
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stream_helpers import Ca
 
 from tomostream.server import (
     FrameTypeHistory,
@@ -132,3 +137,20 @@ def test_random_writes_are_accepted_clamped_or_refused_with_a_message(server, ca
     else:
         if after != value.strip():
             assert suffix in status, (suffix, value, after, status)
+
+
+def test_serve_command_runs_until_sigint(unique_prefix, stream_ca_port, wait_until):
+    prefix = f"{unique_prefix}CLI:"
+    proc = subprocess.Popen([sys.executable, "-m", "tomostream.cli", "serve", "--prefix", prefix,
+                             "--ca-port", str(stream_ca_port), "--backend", "numpy"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ca = Ca(prefix)
+        wait_until(lambda: epics.caget(prefix + "ServerRunning", as_string=True, timeout=0.5,
+                                       use_monitor=False) == "Running", 30.0, "the served IOC")
+        assert ca.get("ReconPVAName") == prefix + "StreamRecon"
+        assert ca.get("TomoScanPVPrefix") == "2bmb:TomoScanStream:"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err

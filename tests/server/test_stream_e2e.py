@@ -14,6 +14,7 @@ import pytest
 from p4p.client.thread import Context
 from stream_helpers import Ca, wait_until
 
+from tomostream.pva.ntnda import to_ntnda
 from tomostream.recon.phantom import ortho_slices
 from tomostream.sim import SimBeamline
 
@@ -163,6 +164,13 @@ def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, s
     uid, ramp = recon.next(uid)
     assert not np.allclose(ramp, image)
     check_phantom(beamline, ramp, (N // 2, N // 2, 20), bound=0.35)
+
+    # a frame of the wrong size is counted and skipped; the server goes on
+    bad = np.zeros((NZ - 16, N), dtype=np.uint16)
+    beamline.channels.update(beamline.image_channel, to_ntnda(bad, SCAN + 1, time.time()))
+    wait_until(lambda: ca.get("FramesBad") == 1, 10.0, "the bad frame counted")
+    assert quiet_server.running and ca.text("ServerRunning") == "Running"
+    assert ca.get("BufferSize") == "60/60"
 
     ca.put("AbortRecon", 1)
     wait_until(lambda: ca.text("StartRecon") == "Done", 10.0, "StartRecon done")
