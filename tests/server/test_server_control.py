@@ -146,8 +146,9 @@ def test_serve_command_runs_until_sigint(unique_prefix, stream_ca_port, wait_unt
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         ca = Ca(prefix)
-        wait_until(lambda: epics.caget(prefix + "ServerRunning", as_string=True, timeout=0.5,
-                                       use_monitor=False) == "Running", 30.0, "the served IOC")
+        running = epics.get_pv(prefix + "ServerRunning")
+        wait_until(lambda: running.connected, 60.0, "the served IOC")
+        wait_until(lambda: ca.text("ServerRunning") == "Running", 10.0, "its heartbeat")
         assert ca.get("ReconPVAName") == prefix + "StreamRecon"
         assert ca.get("TomoScanPVPrefix") == "2bmb:TomoScanStream:"
     finally:

@@ -181,11 +181,13 @@ def test_dark_retake_and_binning_restart_cleanly(beamline, quiet_server, ca, sim
     scan(sim_ca, ca)
     uid, _ = recon.settled(ca)
     # dark retake while rotating: 10 dark frames, then a new dark field restarts the buffer
-    used = ca.get("FramesUsed")
+    sim_ca.put("NumAngles", 4 * SCAN)  # long enough to ask for a retake while it runs
     sim_ca.put_nowait("StartScan", 1)
-    wait_until(lambda: ca.get("FramesUsed") > used + 10, 10.0, "frames of the second scan")
+    wait_until(lambda: sim_ca.text("ScanStatus") == "Scanning", 10.0, "the second scan")
     sim_ca.put("StreamRetakeDark", 1)
+    assert "dark field retaken" in sim_ca.text("StreamMessage")
     wait_until(lambda: sim_ca.text("StartScan") == "Done", 20.0, "end of the second scan")
+    sim_ca.put("NumAngles", SCAN)
     wait_until(lambda: quiet_server.counters["NotProjection"] >= 10, 10.0,
                lambda: f"dark frames skipped: {quiet_server.counters}")
     scan(sim_ca, ca)
@@ -251,7 +253,7 @@ def test_drop_burst_is_counted_and_survived(beamline, server, ca, sim_ca, recon)
     assert burst["FramesDropped"] + burst["FramesLost"] > 0
     server.batch_max = 64
     beamline.set_fps(100.0)
-    scan(sim_ca, ca)
+    scan(sim_ca, ca, frames=SCAN // 2)  # the 2-frame queue may still drop a few
     wait_until(lambda: ca.get("BufferSize") == "60/60", 10.0, "a full buffer")
     uid, image = recon.settled(ca)
     check_phantom(beamline, image, (N // 2, N // 2, NZ // 2))

@@ -1,0 +1,80 @@
+"""``tomostream serve``: the stream server from the shell, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from ..ioc.tomostream_ioc import TomoStreamIOC
+from .stream_server import StreamServer
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tomostream serve",
+        description="Serve the TomoStream IOC and reconstruct three orthogonal slices of a "
+                    "TomoScan stream in real time; the slices are served over PV Access "
+                    "(ReconPVAName) for ImageJ's EPICS_NTNDA_Viewer or any PVA client.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "EPICS environment:\n"
+            "  The IOC serves Channel Access on EPICS_CAS_INTF_ADDR_LIST (all interfaces by\n"
+            "  default) and search port --ca-port (EPICS_CA_SERVER_PORT, default 5064). The\n"
+            "  server is also a CA client of the TomoScan IOC and a PVA client of the detector:\n"
+            "  EPICS_CA_ADDR_LIST / EPICS_PVA_ADDR_LIST must reach them.\n\n"
+            "Beside the simulated beamline on one host (two CA servers need two ports):\n"
+            "  export EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_ADDR_LIST='127.0.0.1:5064 127.0.0.1:5066'\n"
+            "  export EPICS_PVA_AUTO_ADDR_LIST=NO EPICS_PVA_ADDR_LIST=127.0.0.1\n"
+            "  tomostream sim --ca-port 5064 &\n"
+            "  tomostream serve --ca-port 5066 --prefix 2bmb:TomoStream:\n"
+            "  caput 2bmb:TomoStream:StartRecon 1; caput 2bmb:TomoScanStream:StartScan 1\n\n"
+            + (TomoStreamIOC.__doc__ or "")
+        ),
+    )
+    parser.add_argument("--prefix", default="2bmb:TomoStream:", help="IOC PV prefix [%(default)s]")
+    parser.add_argument("--ca-port", type=int, default=0,
+                        help="CA search port of the IOC (0: EPICS_CA_SERVER_PORT or 5064)")
+    parser.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto",
+                        help="reconstruction backend [%(default)s]")
+    parser.add_argument("--tomoscan-prefix", default="2bmb:TomoScanStream:",
+                        help="initial TomoScanPVPrefix [%(default)s]")
+    parser.add_argument("--recon-pva-name", default=None,
+                        help="initial ReconPVAName [<prefix>StreamRecon]")
+    parser.add_argument("--max-rate", type=float, default=30.0,
+                        help="most published updates per second [%(default)s]")
+    parser.add_argument("--log-level", default="INFO", help="logging level [%(default)s]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tomostream serve``: run the stream server until Ctrl-C (SIGINT) or SIGTERM."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tomoscan = args.tomoscan_prefix
+    defaults = {
+        "tomoscan_prefix": tomoscan,
+        "image_pvap_name": tomoscan + "PvaPluginPVPrefix",
+        "dark_pva_name": tomoscan + "StreamDarkFields",
+        "flat_pva_name": tomoscan + "StreamFlatFields",
+        "theta_pva_name": tomoscan + "StreamTheta",
+        "recon_pva_name": args.recon_pva_name or args.prefix + "StreamRecon",
+    }
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with StreamServer(args.prefix, ca_port=args.ca_port, backend=args.backend,
+                      max_rate=args.max_rate, **defaults) as server:
+        log.info("TomoStream IOC %s serving; Ctrl-C stops", server.prefix)
+        while not done.wait(3600):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""One StartRecon of the stream server: connections, reconstructor, counters.
+
+A :class:`StreamSession` is created and run by the server's worker thread when StartRecon
+goes busy and returns when it is aborted or the server stops. It watches the TomoScan IOC over
+Channel Access (pyepics callbacks only record values), follows the detector, dark, flat and
+angle channels over PV Access, batches projection frames into an
+:class:`~tomostream.recon.OrthoReconstructor` and publishes the slices at a bounded rate.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import BadFrame, TomostreamError
+from ..pva.fields import read_field, read_theta
+from ..pva.subscriber import ImageSubscriber, LatestValue, missing_ids
+from ..recon import OrthoReconstructor
+from .frames import (
+    FRAME_TYPES,
+    PROJECTION,
+    Counters,
+    FrameTypeHistory,
+    LatencyStats,
+    buffer_size_from_theta,
+    dezinger_radius,
+    projection_index,
+)
+
+if TYPE_CHECKING:
+    from .stream_server import StreamServer
+
+#: Frames of one new size in a row that mean the detector geometry changed (binning).
+NEW_SIZE_RUN = 4
+#: Slow PVs (counters, BufferSize) are refreshed at most this often while frames flow [s].
+STATUS_PERIOD = 0.25
+#: Longest the worker sleeps waiting for a frame before it looks at commands again [s].
+IDLE_WAIT = 0.1
+#: PVs whose change takes effect on the next published update.
+PARAM_PVS = ("Center", "FilterType", "Dezinger", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY",
+             "RotZ", "Energy", "Distance", "Alpha", "PixelSize")
+#: PVs naming the beamline's channels, read at StartRecon.
+CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "DarkPVAName", "FlatPVAName", "ThetaPVAName")
+
+
+class _CaWatch:
+    """A pyepics PV followed with callbacks; connection state reported to the worker."""
+
+    def __init__(self, name: str, on_value, on_connection):
+        import epics
+
+        self.name = name
+        self.pv = epics.PV(name, callback=on_value, connection_callback=on_connection,
+                           form="time", auto_monitor=True)
+
+    def close(self) -> None:
+        self.pv.clear_callbacks()
+        self.pv.disconnect()
+
+
+class StreamSession:
+    """One StartRecon: connections, reconstructor and counters, run by the worker thread.
+
+    Parameters
+    ----------
+    server : StreamServer
+        The server whose IOC, commands, publisher and status PVs the session uses.
+    """
+
+    def __init__(self, server: StreamServer):
+        self.srv = server
+        self.ioc = server.ioc
+        self.counters = Counters()
+        self.frame_types = FrameTypeHistory()
+        self.first_projid: int | None = None
+        self.last_uid: int | None = None
+        self.plugin_prefix: str | None = None
+        self.ca: list[_CaWatch] = []
+        #: CA PVs of the TomoScan side not connected now.
+        self.ca_down: set[str] = set()
+        self.image = None
+        self.dark = self.flat = self.theta = None
+        self.rec = None
+        self.shape: tuple[int, int] | None = None
+        #: Last dark/flat/theta objects seen on the channels, and the values in use.
+        self.seen: dict = {"theta": None, "dark": None, "flat": None}
+        self.used: dict = {"theta": None, "dark": None, "flat": None}
+        self.new_size: tuple[int, int] | None = None
+        self.new_size_run = 0
+        self.dirty = False
+        self.last_publish = 0.0
+        self.last_status = 0.0
+        self.work_time = 0.0
+        self.pending_times: list[float] = []
+        self.messages: queue.SimpleQueue = queue.SimpleQueue()
+        self.abort = False
+        self.finished = False
+        #: (monotonic time due, frame): frames waiting for late FrameType changes.
+        self.held: collections.deque = collections.deque()
+        self.waiting: str | None = "connections"
+        server.latency = LatencyStats()
+
+    # -- connections -------------------------------------------------------------------------
+    def _value(self, suffix: str):
+        return self.ioc.value(suffix)
+
+    def connect(self) -> None:
+        """Watch the TomoScan IOC over CA and subscribe to dark, flat and theta over PVA."""
+        prefix = self._value("TomoScanPVPrefix")
+        note = self.messages.put
+        self.ca_down = {prefix + "FrameType", prefix + "FirstProjid", self._value("ImagePVAPName")}
+        self.ca = [
+            _CaWatch(prefix + "FrameType", self._on_frame_type, self._on_ca_connection),
+            _CaWatch(prefix + "FirstProjid", self._on_first_projid, self._on_ca_connection),
+            _CaWatch(self._value("ImagePVAPName"), self._on_plugin_prefix, self._on_ca_connection),
+        ]
+        self.dark = LatestValue(self._value("DarkPVAName"), read_field, on_status=note).start()
+        self.flat = LatestValue(self._value("FlatPVAName"), read_field, on_status=note).start()
+        self.theta = LatestValue(self._value("ThetaPVAName"), read_theta, on_status=note).start()
+
+    def close(self) -> None:
+        for watch in self.ca:
+            watch.close()
+        for sub in (self.image, self.dark, self.flat, self.theta):
+            if sub is not None:
+                sub.stop()
+
+    # pyepics callbacks (CA client threads): record, never block
+    def _on_frame_type(self, value=None, timestamp=None, **kw) -> None:
+        name = FRAME_TYPES[value] if isinstance(value, int) and 0 <= value < len(FRAME_TYPES) else str(value)
+        self.frame_types.record(float(timestamp or time.time()), name)
+
+    def _on_first_projid(self, value=None, **kw) -> None:
+        self.first_projid = int(value)
+
+    def _on_plugin_prefix(self, char_value=None, **kw) -> None:
+        self.plugin_prefix = str(char_value)
+
+    def _on_ca_connection(self, pvname=None, conn=None, **kw) -> None:
+        if conn:
+            self.ca_down.discard(pvname)
+        else:
+            self.ca_down.add(pvname)
+        self.messages.put(f"{pvname} {'connected' if conn else 'disconnected'}")
+
+    def _follow_image(self) -> None:
+        """(Re)subscribe to the detector images when the plugin prefix is (newly) known."""
+        prefix = self.plugin_prefix
+        if prefix is None:
+            return
+        channel = prefix + "Image"
+        if self.image is not None:
+            if self.image.channel == channel:
+                return
+            self.counters.retire(self.image)
+            self.image.stop()
+        self.image = ImageSubscriber(channel, queue_size=self.srv.queue_size,
+                                     on_status=self.messages.put).start()
+        self.srv.status(f"Running: following {channel}")
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        srv = self.srv
+        srv.status("Running: connecting")
+        try:
+            self.connect()
+            while not (self.abort or srv.stopping.is_set()):
+                self._handle_commands()
+                self._follow_image()
+                self._handle_fields()
+                frames = self._next_batch()
+                if frames:
+                    self._process(frames)
+                self._maybe_publish()
+                self._maybe_report()
+        finally:
+            self.finished = True
+            self.close()
+            self._report_counters()
+            srv.status("Stopped")
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                suffix, value = self.srv.commands.get_nowait()
+            except queue.Empty:
+                break
+            if suffix in ("AbortRecon", "stop"):
+                self.abort = True
+            elif suffix in PARAM_PVS:
+                self._apply_params()
+            elif suffix == "RingRemoval" and value != "None":
+                self.srv.status(f"RingRemoval={value!r} is not available in this server: ignored")
+            elif suffix == "ReconPVAName":
+                self.dirty = True  # the next update goes to the new channel
+            elif suffix in CHANNEL_PVS:
+                self.srv.status(f"{suffix} changed: takes effect at the next StartRecon")
+        while True:
+            try:
+                self.srv.status(self.messages.get_nowait())
+            except queue.Empty:
+                break
+
+    def _next_batch(self) -> list:
+        """Frames that have waited ``frame_type_window`` (so their FrameType is known), oldest first."""
+        if self.image is None:
+            self.srv.stopping.wait(IDLE_WAIT)
+            return []
+        now = time.monotonic()
+        wait = IDLE_WAIT
+        if self.held:
+            wait = min(wait, self.held[0][0] - now)
+        if self.dirty:
+            wait = min(wait, self.last_publish + self.srv.min_interval - now)
+        room = max(self.srv.batch_max - len(self.held), 1)
+        first = self.image.get(timeout=max(wait, 0.0)) if wait > 0 or not self.held else None
+        arrived = ([first] if first is not None else []) + self.image.drain(room - 1)
+        due = time.monotonic() + self.srv.frame_type_window
+        self.held.extend((due, frame) for frame in arrived)
+        now = time.monotonic()
+        ready = []
+        while self.held and self.held[0][0] <= now and len(ready) < self.srv.batch_max:
+            ready.append(self.held.popleft()[1])
+        return ready
+
+    # -- reconstruction ----------------------------------------------------------------------
+    def _handle_fields(self) -> None:
+        """React to a new angle table, dark or flat field (a re-sent equal one changes nothing)."""
+        theta = self.theta.value
+        if theta is not None and theta is not self.seen["theta"]:
+            self.seen["theta"] = theta
+            if self.rec is not None and not np.array_equal(theta, self.used["theta"]):
+                self._build(*self.shape, "new angle table")
+        for kind in ("dark", "flat"):
+            value = getattr(self, kind).value
+            if value is None or value is self.seen[kind]:
+                continue
+            self.seen[kind] = value
+            if self.rec is None:
+                continue
+            if value.shape != self.shape:
+                self.new_size = value.shape  # the detector geometry is changing
+            elif self._set_field(kind, value):
+                self.rec.reset()
+                self.dirty = True
+                self.srv.status(f"Running: new {kind} field, buffer restarted")
+
+    def _set_field(self, kind: str, value: np.ndarray) -> bool:
+        """Give the reconstructor a dark or flat field; whether it differed from the last one."""
+        if self.used[kind] is not None and np.array_equal(value, self.used[kind]):
+            return False
+        try:
+            getattr(self.rec, f"set_{kind}")(value)
+        except BadFrame as exc:
+            self.srv.status(f"Running: {kind} field refused: {exc}")
+            return False
+        self.used[kind] = value
+        return True
+
+    def _build(self, height: int, width: int, why: str) -> None:
+        """A new reconstructor for ``height`` x ``width`` frames and the current angle table."""
+        old = self.shape
+        theta = self.theta.value
+        size = buffer_size_from_theta(theta)
+        self.rec = OrthoReconstructor(width=width, height=height, buffer_size=size,
+                                      backend=self.srv.backend)
+        self.shape = (height, width)
+        self.used = {"theta": theta, "dark": None, "flat": None}
+        self.ioc.frame_width, self.ioc.frame_height = width, height
+        for kind in ("dark", "flat"):
+            value = getattr(self, kind).value
+            if value is not None and value.shape == self.shape:
+                self._set_field(kind, value)
+        if old is not None and old != self.shape:
+            self._rescale(old[1], old[0], width, height)
+        elif old is None:
+            self._place(width, height)
+        self._apply_params()
+        self.dirty = True
+        self.srv.status(f"Running: {why}: {width}x{height} frames, {size} in 180 degrees "
+                         f"({self.rec.backend} backend)")
+
+    def _place(self, width: int, height: int) -> None:
+        """First frames of a session: an unset (0) or out-of-frame Center or slice position
+        goes to the middle of the frame."""
+        values = {}
+        if not 0 < self._value("Center") < width:
+            values["Center"] = width / 2.0
+        ortho = [self._value(s) for s in ("OrthoX", "OrthoY", "OrthoZ")]
+        for suffix, v, size in zip(("OrthoX", "OrthoY", "OrthoZ"), ortho, (width, width, height),
+                                   strict=True):
+            if not any(ortho) or not 0 <= v < size:
+                values[suffix] = size // 2
+        if values:
+            self.srv.set_pvs(values)
+
+    def _rescale(self, w0: int, h0: int, w1: int, h1: int) -> None:
+        """Keep Center and OrthoX/Y/Z on the same sample features after a size change."""
+        fx, fz = w1 / w0, h1 / h0
+        clamp = lambda v, n: int(min(max(round(v), 0), n - 1))  # noqa: E731
+        self.srv.set_pvs({
+            "Center": min(max(self._value("Center") * fx, 0.0), w1 - 1.0),
+            "OrthoX": clamp(self._value("OrthoX") * fx, w1),
+            "OrthoY": clamp(self._value("OrthoY") * fx, w1),
+            "OrthoZ": clamp(self._value("OrthoZ") * fz, h1),
+        })
+
+    def _apply_params(self) -> None:
+        if self.rec is None:
+            return
+        h, w = self.shape
+        clamp = lambda v, n: int(min(max(int(v), 0), n - 1))  # noqa: E731
+        v = self._value
+        try:
+            self.rec.set_params(
+                center=float(v("Center")), filter=v("FilterType"),
+                dezinger=dezinger_radius(v("Dezinger")),
+                ortho=(clamp(v("OrthoX"), w), clamp(v("OrthoY"), w), clamp(v("OrthoZ"), h)),
+                rot=(float(v("RotX")), float(v("RotY")), float(v("RotZ"))),
+                energy=float(v("Energy")), distance=float(v("Distance")),
+                alpha=float(v("Alpha")), pixel_size=float(v("PixelSize")))
+        except (TomostreamError, ValueError) as exc:
+            self.srv.status(f"Running: parameter refused by the reconstruction: {exc}")
+        self.dirty = True
+
+    def _angle(self, frame) -> float | None:
+        """The angle [degrees] of a projection frame, else None (counted)."""
+        theta = self.theta.value
+        lag = self.srv.frame_type_window
+        ts = frame.timestamp
+        if not (self.frame_types.only(PROJECTION, ts - lag, ts + lag) if ts > 0 else
+                self.frame_types.type_at(0) == PROJECTION):
+            self.counters.not_projection += 1
+            return None
+        index = projection_index(frame.unique_id, self.first_projid, theta.size)
+        if index is None:
+            self.counters.outside_theta += 1
+            return None
+        return float(theta[index])
+
+    def _check_size(self, frame) -> bool:
+        """Whether ``frame`` fits the reconstructor; follows a change of detector size."""
+        shape = frame.array.shape
+        if self.rec is not None and shape == self.shape:
+            self.new_size_run = 0
+            return True
+        if self.rec is None:
+            self._build(*shape, "started")
+            return True
+        if shape == self.new_size:
+            self.new_size_run += 1
+        else:
+            self.new_size, self.new_size_run = shape, 1
+        if self.new_size_run >= NEW_SIZE_RUN or shape in (getattr(self.dark.value, "shape", None),
+                                                          getattr(self.flat.value, "shape", None)):
+            self._build(*shape, "frame size changed")
+            self.new_size_run = 0
+            return True
+        self.counters.bad += 1
+        return False
+
+    def _process(self, frames: list) -> None:
+        t0 = time.perf_counter()
+        kept, angles, times = [], [], []
+        for frame in frames:
+            if self.last_uid is not None and frame.unique_id == self.first_projid:
+                self.counters.between_scans += missing_ids(self.last_uid, frame.unique_id) or 0
+            self.last_uid = frame.unique_id
+            if frame.array.dtype not in (np.uint8, np.uint16, np.float32):
+                self.counters.bad += 1
+                continue
+            if self.theta.value is None or self.first_projid is None:  # not yet usable
+                self.counters.not_projection += 1
+                continue
+            if not self._check_size(frame):
+                continue
+            angle = self._angle(frame)
+            if angle is None:
+                continue
+            if kept and frame.array.shape != kept[-1].shape:  # geometry changed in this batch
+                self._push(kept, angles, times)
+                kept, angles, times = [], [], []
+            kept.append(frame.array)
+            angles.append(angle)
+            times.append(frame.timestamp)
+        if kept:
+            self._push(kept, angles, times)
+        self.work_time += time.perf_counter() - t0
+
+    def _push(self, arrays: list, angles: list, times: list) -> None:
+        if arrays[0].shape != self.shape:
+            self.counters.bad += len(arrays)
+            return
+        try:
+            self.rec.push(np.stack(arrays), np.asarray(angles, dtype=np.float64))
+        except (BadFrame, ValueError) as exc:
+            self.counters.bad += len(arrays)
+            self.srv.status(f"Running: {len(arrays)} frames refused: {exc}")
+            return
+        self.counters.used += len(arrays)
+        self.pending_times.extend(times)
+        self.dirty = True
+
+    def _maybe_publish(self) -> None:
+        now = time.monotonic()
+        if not self.dirty or self.rec is None or now - self.last_publish < self.srv.min_interval:
+            return
+        t0 = time.perf_counter()
+        image = self.rec.image()
+        p = self.rec.params
+        try:
+            self.srv.publisher(self._value("ReconPVAName")).publish(image, markers=tuple(p.ortho))
+        except TomostreamError as exc:
+            self.srv.status(f"Running: cannot publish the slices: {exc}")
+        published = time.time()
+        self.srv.latency.add(self.pending_times, published)
+        self.pending_times = []
+        self.work_time += time.perf_counter() - t0
+        self.srv.set_pvs({"ReconTime": round(self.work_time, 6)})
+        self.work_time = 0.0
+        self.dirty = False
+        self.last_publish = time.monotonic()
+
+    def _maybe_report(self) -> None:
+        if time.monotonic() - self.last_status >= STATUS_PERIOD:
+            self._report_counters()
+            waiting = self._waiting_for()
+            if waiting != self.waiting:
+                self.srv.status(f"Running: waiting for {waiting}" if waiting else
+                                 f"Running: connected, reconstructing from {self.image.channel}")
+            self.waiting = waiting
+
+    def _waiting_for(self) -> str | None:
+        """What the session still needs before it can reconstruct, if anything."""
+        if self.ca_down:
+            return ", ".join(sorted(self.ca_down)) + " (CA)"
+        if self.plugin_prefix is None or self.image is None:
+            return f"the detector plugin prefix in {self._value('ImagePVAPName')} (CA)"
+        if self.image is not None and not self.image.connected:
+            return f"{self.image.channel} (PVA)"
+        if self.theta.value is None:
+            return f"the angle table on {self.theta.channel} (PVA)"
+        if self.first_projid is None or self.frame_types.type_at(0) is None:
+            return f"FrameType and FirstProjid of {self._value('TomoScanPVPrefix')} (CA)"
+        return None
+
+    def _report_counters(self) -> None:
+        values = self.counters.pvs(self.image)
+        if self.rec is not None:
+            values["BufferSize"] = f"{self.rec.filled}/{self.rec.buffer_size}"
+        self.srv.set_pvs(values)
+        self.last_status = time.monotonic()

@@ -1,0 +1,224 @@
+"""The stream server: TomoScan stream in, three live slices out.
+
+``StreamServer`` serves the TomoStream IOC (Channel Access, caproto, in a thread of this
+process) and, while ``StartRecon`` is busy, follows a TomoScan streaming scan:
+
+- over Channel Access (pyepics), the TomoScan IOC's ``FrameType`` and ``FirstProjid`` and the
+  PV named by ``ImagePVAPName`` (whose value is the detector's PVA plugin prefix);
+- over PV Access (pvapy), the detector images (``<plugin prefix>Image``) and the dark field,
+  flat field and angle table channels.
+
+Projection frames (``FrameType`` Projection when the frame was taken) are batched into an
+:class:`~tomostream.recon.OrthoReconstructor`; the three slices are served as one NTNDArray
+on ``ReconPVAName`` at a bounded rate. Parameters (center, filter, slice positions, ...) take
+effect on the next update; a new dark, flat, angle table or frame size starts the buffer over.
+Nothing here is fatal to the server: bad frames are counted, vanished servers are reported in
+``ReconStatus`` and followed again when they come back.
+
+Threads: the IOC's event loop (caproto), one worker that owns the reconstructor and all
+stream connections, and a heartbeat that keeps ``Watchdog`` up while the worker lives. The IOC
+hands accepted writes to the worker through a queue; the worker writes status PVs through the
+IOC loop (``IocThread.run_coroutine``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from ..ioc.tomostream_ioc import WATCHDOG_RESET, ClosingIocThread, TomoStreamIOC
+from ..pva.publisher import ReconPublisher
+from ..pva.server import PvaChannels
+from .frames import LatencyStats
+from .session import StreamSession
+
+log = logging.getLogger(__name__)
+
+#: How late a FrameType change may reach us after the frames it concerns [s]: frames are
+#: held this long, and a frame within this much of a change of FrameType is not used.
+FRAME_TYPE_WINDOW = 0.1
+#: Seconds between heartbeats (Watchdog set to WATCHDOG_RESET); well under WATCHDOG_RESET.
+HEARTBEAT_PERIOD = 1.5
+#: Keyword defaults of StreamServer -> PV suffix.
+DEFAULT_PVS = {
+    "tomoscan_prefix": "TomoScanPVPrefix",
+    "image_pvap_name": "ImagePVAPName",
+    "dark_pva_name": "DarkPVAName",
+    "flat_pva_name": "FlatPVAName",
+    "theta_pva_name": "ThetaPVAName",
+    "recon_pva_name": "ReconPVAName",
+}
+
+
+class StreamServer:
+    """TomoStream IOC + streaming ortho-slice reconstruction, in this process.
+
+    Parameters
+    ----------
+    prefix : str
+        PV prefix of the TomoStream IOC, e.g. ``"2bmb:TomoStream:"``.
+    ca_port : int
+        Channel Access search port of the IOC (0: ``EPICS_CA_SERVER_PORT``, default 5064).
+    backend : {"auto", "numpy", "cupy"}
+        Compute backend of the reconstructor.
+    batch_max : int
+        Most frames pushed into the reconstructor in one call.
+    max_rate : float [Hz]
+        Most published updates of the slices per second.
+    queue_size : int
+        Frames the image subscriber keeps for the worker before dropping the oldest.
+    markers : bool
+        Draw thin lines where the slices cross in the published image.
+    frame_type_window : float [s]
+        How late a FrameType change may arrive after the frames it concerns. Frames wait this
+        long before use, and frames taken within this time of a FrameType change are skipped,
+        so no dark or flat frame enters the reconstruction.
+    **defaults
+        Start-up values of the channel-name PVs: ``tomoscan_prefix``, ``image_pvap_name``,
+        ``dark_pva_name``, ``flat_pva_name``, ``theta_pva_name``, ``recon_pva_name``; and of
+        any other PV by its suffix (``Center=...``, ``FilterType="Ramp"``).
+
+    Attributes
+    ----------
+    ioc : TomoStreamIOC
+        The PV group (valid after :meth:`start`).
+    latency : LatencyStats
+        Frame-to-publication delays of the current StartRecon.
+    commands : queue.SimpleQueue
+        ``(suffix, value)`` of accepted IOC writes, for the worker (and its session).
+    stopping : threading.Event
+        Set by :meth:`stop`.
+    """
+
+    def __init__(self, prefix: str = "2bmb:TomoStream:", ca_port: int = 0, backend: str = "auto", *,
+                 batch_max: int = 64, max_rate: float = 30.0, queue_size: int = 256,
+                 markers: bool = True, frame_type_window: float = FRAME_TYPE_WINDOW, **defaults):
+        self.prefix = prefix
+        self.ca_port = ca_port
+        self.backend = backend
+        self.batch_max = int(batch_max)
+        self.min_interval = 1.0 / float(max_rate)
+        self.queue_size = int(queue_size)
+        self.markers = bool(markers)
+        self.frame_type_window = float(frame_type_window)
+        self.defaults = {DEFAULT_PVS.get(k, k): v for k, v in defaults.items()}
+        self.ioc: TomoStreamIOC | None = None
+        self.latency = LatencyStats()
+        self._ioc_thread: ClosingIocThread | None = None
+        self._channels = None
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._publisher = None
+        self._publisher_name: str | None = None
+        self._session: StreamSession | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> StreamServer:
+        """Serve the IOC and start the worker; returns when the PVs answer."""
+        self.ioc = TomoStreamIOC(self.prefix, listener=self._on_ioc_write)
+        self._ioc_thread = ClosingIocThread(self.ioc.pvdb, port=self.ca_port,
+                                            name=f"ioc {self.prefix}").start()
+        if self.defaults:
+            self._ioc_thread.run_coroutine(self.ioc.apply(self.defaults))
+        self._channels = PvaChannels()
+        self.stopping.clear()
+        self._worker = threading.Thread(target=self._work, name="tomostream-worker", daemon=True)
+        self._worker.start()
+        self._heartbeat = threading.Thread(target=self._beat, name="tomostream-heartbeat",
+                                           daemon=True)
+        self._heartbeat.start()
+        self.set_pvs({"ReconStatus": "Stopped: ready"})
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop streaming, the worker, the PVA server and the IOC (idempotent)."""
+        if self._worker is None:
+            return
+        self.stopping.set()
+        self.commands.put(("stop", None))
+        self._worker.join(timeout)
+        self._heartbeat.join(timeout)
+        self._worker = self._heartbeat = None
+        if self._channels is not None:
+            self._channels.stop()
+        self._ioc_thread.stop()
+
+    def __enter__(self) -> StreamServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Frame counts of the current (or last) StartRecon: the Frames* PVs plus the frames
+        skipped as not projections (``NotProjection``) or outside the angle table
+        (``OutsideTheta``)."""
+        session = self._session
+        if session is None:
+            return {}
+        return {**session.counters.pvs(session.image),
+                "NotProjection": session.counters.not_projection,
+                "OutsideTheta": session.counters.outside_theta}
+
+    @property
+    def ready(self) -> bool:
+        """Whether a StartRecon is running with every channel of the beamline connected."""
+        session = self._session
+        return session is not None and not session.finished and session.waiting is None
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive."""
+        return self._worker is not None and self._worker.is_alive()
+
+    # -- IOC side ----------------------------------------------------------------------------
+    def _on_ioc_write(self, suffix: str, value) -> None:
+        """IOC listener (runs in the IOC loop): hand the write to the worker."""
+        self.commands.put((suffix, value))
+
+    def set_pvs(self, values: dict) -> None:
+        """Write ``{suffix: value}`` as the server (no validation), from any thread but the
+        IOC loop; waits until written. Does nothing once the IOC has stopped."""
+        try:
+            self._ioc_thread.run_coroutine(self.ioc.update(values))
+        except (RuntimeError, TimeoutError, AttributeError) as exc:  # IOC stopping
+            log.debug("could not update %s: %s", list(values), exc)
+
+    def status(self, text: str) -> None:
+        """Show ``text`` in ReconStatus (and the log), from any thread but the IOC loop."""
+        log.info("%s", text)
+        self.set_pvs({"ReconStatus": text[:255]})
+
+    def _beat(self) -> None:
+        while not self.stopping.is_set():
+            if self._worker is not None and self._worker.is_alive():
+                self.set_pvs({"Watchdog": WATCHDOG_RESET})
+            self.stopping.wait(HEARTBEAT_PERIOD)
+
+    # -- worker ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self.stopping.is_set():
+            suffix, value = self.commands.get()
+            if suffix == "StartRecon":
+                try:
+                    self._session = StreamSession(self)
+                    self._session.run()
+                except Exception as exc:  # never leave StartRecon busy
+                    log.exception("streaming stopped by an error")
+                    self.status(f"Stopped: error {type(exc).__name__}: {exc}")
+                finally:
+                    self._ioc_thread.run_coroutine(self.ioc.control.finished())
+
+    def publisher(self, name: str):
+        """The :class:`ReconPublisher` of channel ``name`` (a new name replaces the old channel)."""
+        if self._publisher_name != name:
+            if self._publisher_name is not None and self._publisher_name in self._channels:
+                self._channels.remove(self._publisher_name)
+            self._publisher = ReconPublisher(self._channels, name)
+            self._publisher.draw_markers = self.markers
+            self._publisher_name = name
+        return self._publisher
