@@ -136,7 +136,8 @@ class ReconParams(_Part):
     """Reconstruction parameters; each takes effect on the next published update."""
 
     Center = pvproperty(value=0.0, record="ao", units="pixels", precision=2,
-                        doc="rotation axis, detector column [pixels]; 0 = middle of the frame")
+                        doc="rotation axis, detector column [pixels]; 0 (unset): the middle of "
+                            "the first frames")
     CenterTweak = pvproperty(value=0.5, record="ao", units="pixels", precision=2,
                              doc="step of CenterTweakUp / CenterTweakDown [pixels]")
     CenterTweakUp = pvproperty(value=0.0, record="calcout", doc="Center += CenterTweak")
@@ -338,7 +339,9 @@ class TomoStreamIOC(PVGroup):
     Parzen, Shepp-logan, Ramp, Butterworth), Dezinger (mbbo: None, Radius 2..4), RingRemoval
     (mbbo: None, fw), OrthoX / OrthoY / OrthoZ (longout, pixels), RotX / RotY / RotZ (ao,
     degrees), Energy (ao, keV), Distance (ao, mm), Alpha (ao; 0 = no phase retrieval),
-    PixelSize (ao, um).
+    PixelSize (ao, um). An unset Center (0) or all-zero OrthoX/Y/Z go to the middle of the
+    first frames; all four follow a change of frame size (binning). RingRemoval fw is kept
+    but not applied (the reconstruction engine has no ring filter); ReconStatus says so.
 
     Status (read-only): ReconStatus (waveform of char), ReconTime (ao, s), BufferSize
     (stringout "filled/size"), FramesReceived, FramesUsed, FramesDropped, FramesLost,
