@@ -36,9 +36,10 @@ def preprocess(raw, dark, flat, take_log, out, bad):
     dark, flat : ndarray (nz, n), float32 [counts]
     take_log : bool
         Write ``-log(max(T, MIN_TRANSMISSION))`` instead of the transmission ``T``.
-    out : ndarray (k, nz, n), float32
+    out : ndarray (k, nz, m), float32, m >= n
         Transmission ``(raw - dark) / (flat - dark)``; 1 where ``flat - dark <= 0`` or
-        ``raw`` is not finite.
+        ``raw`` is not finite. Columns ``n..m-1`` are set to 0 (rows zero-padded for the FFT
+        of the filter).
     bad : ndarray (1,), int64 (uint64 on the GPU)
         Incremented by the number of non-finite raw pixels (neutralised to transmission 1).
     """
@@ -46,6 +47,8 @@ def preprocess(raw, dark, flat, take_log, out, bad):
     nonfinite = np.zeros(nz, np.int64)
     for r in prange(nz):
         for j in range(k):
+            for c in range(n, out.shape[2]):
+                out[j, r, c] = 0
             for c in range(n):
                 v = np.float32(raw[j, r, c])
                 d = dark[r, c]

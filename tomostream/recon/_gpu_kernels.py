@@ -16,6 +16,8 @@ _PREPROCESS = {np.dtype(np.uint8): "preprocess<unsigned char>",
                np.dtype(np.uint16): "preprocess<unsigned short>",
                np.dtype(np.float32): "preprocess<float>"}
 _PER = 8            # columns per thread in backproject_yx (PER in kernels.cu)
+_YF = 1             # frames per shared-memory stage in backproject_yx (YF in kernels.cu)
+_ZROWS = 4          # output rows per thread in backproject_z (ZROWS in kernels.cu)
 _MAX_THREADS = 1024
 
 
@@ -61,22 +63,34 @@ def preprocess(raw, dark, flat, take_log, out, bad) -> None:
     _check("flat", flat, np.float32, 2)
     _check("out", out, np.float32, 3)
     _check("bad", bad, np.uint64, 1)
-    total = raw.size
+    k, nz, n = raw.shape
+    if out.shape[:2] != (k, nz) or out.shape[2] < n:
+        raise ValueError(f"out has shape {out.shape}, expected ({k}, {nz}, >= {n})")
+    total = out.size
     blocks = int(min(max(1, -(-total // 256)), 65535 * 4))
-    _function(_PREPROCESS[raw.dtype])((blocks,), (256,), (raw, dark, flat, np.int64(dark.size),
-                                                          np.int64(total), np.int32(bool(take_log)),
-                                                          out, bad))
+    _function(_PREPROCESS[raw.dtype])((blocks,), (256,), (raw, dark, flat, np.int32(nz), np.int32(n),
+                                                          np.int32(out.shape[2]), np.int64(total),
+                                                          np.int32(bool(take_log)), out, bad))
 
 
 def backproject_z(filt, idx, cos_t, sin_t, weights, center, iz, out) -> None:
-    """Z slice; see :func:`tomostream.recon._cpu_kernels.backproject_z`."""
+    """Z slice; see :func:`tomostream.recon._cpu_kernels.backproject_z`.
+
+    The weighted row ``iz`` of the frames is first gathered into a contiguous zero-padded
+    sinogram ``(k, n + 3)`` (device work space), which the slice kernel reads through the cache.
+    """
     _check_frames(filt, idx, cos_t, sin_t, weights)
     _check("out", out, np.float64, 2)
     _, nz, n = filt.shape
+    k = idx.size
+    sino = cp.empty((k, n + 3), dtype=cp.float32)
+    total = sino.size
+    _function("gather_sinogram")((int(min(-(-total // 256), 65535 * 4)),), (256,),
+                                 (filt, idx, weights, np.int32(k), np.int32(nz), np.int32(n), np.int32(iz),
+                                  sino))
     block = (32, 8)
-    grid = (-(-n // block[0]), -(-n // block[1]))
-    _function("backproject_z")(grid, block, (filt, idx, cos_t, sin_t, weights, np.int32(idx.size),
-                                             np.int32(nz), np.int32(n), np.float32(center), np.int32(iz),
+    grid = (-(-n // block[0]), -(-n // (block[1] * _ZROWS)))
+    _function("backproject_z")(grid, block, (sino, cos_t, sin_t, np.int32(k), np.int32(n), np.float32(center),
                                              out))
 
 
@@ -90,10 +104,13 @@ def backproject_yx(filt, idx, cos_t, sin_t, weights, center, iy, ix, out_y, out_
     threads = max(32, -(-per_thread // 32) * 32)
     if threads > _MAX_THREADS:
         raise ValueError(f"width {n} exceeds the {_MAX_THREADS * _PER} columns backproject_yx supports")
-    _function("backproject_yx")((nz,), (threads,),
-                                (filt, idx, cos_t, sin_t, weights, np.int32(idx.size), np.int32(nz),
-                                 np.int32(n), np.float32(center), np.int32(iy), np.int32(ix), out_y, out_x),
-                                shared_mem=4 * (n + 3))
+    func = _function("backproject_yx")
+    shared = 4 * _YF * (n + 3)
+    if shared > 48 * 1024 and func.max_dynamic_shared_size_bytes < shared:
+        func.max_dynamic_shared_size_bytes = shared             # opt-in beyond 48 KiB
+    func((nz,), (threads,), (filt, idx, cos_t, sin_t, weights, np.int32(idx.size), np.int32(nz), np.int32(n),
+                             np.float32(center), np.int32(iy), np.int32(ix), out_y, out_x),
+         shared_mem=shared)
 
 
 def backproject_points(filt, idx, cos_t, sin_t, weights, center, points, out) -> None:
@@ -120,10 +137,12 @@ def _is_pinned(a: np.ndarray) -> bool:
 class Uploader:
     """Double-buffered host-to-device copies on their own stream.
 
-    The copy of one batch overlaps the processing of the previous one on ``compute``: a batch
-    is copied into one of two device staging buffers (page-locked host arrays directly,
-    others through a page-locked staging copy), ``compute`` waits for that copy, and a buffer
-    is reused only after the work recorded by :meth:`release` is done.
+    The copy of one batch overlaps the processing of the previous one on ``compute`` and the
+    queuing of its own processing by the host: a batch is copied into one of two device
+    staging buffers (page-locked host arrays directly, others through a page-locked staging
+    copy), ``compute`` waits for that copy, and a buffer is reused only after the work
+    recorded by :meth:`release` is done. :meth:`wait` returns once every copy is done (the
+    host arrays may then be reused).
 
     Parameters
     ----------
@@ -141,15 +160,21 @@ class Uploader:
         self.nbytes = int(nbytes)
         self._dev = [cp.empty(self.nbytes, dtype=cp.uint8) for _ in range(2)]
         self._host = [cp.cuda.alloc_pinned_memory(self.nbytes) for _ in range(2)]
-        self._free = [None, None]
+        self._free = [None, None]                   # compute done with device buffer b
+        self._copied = [None, None]                 # copy out of (host staging) buffer b done
         self._next = 0
 
     def upload(self, *arrays: np.ndarray):
-        """Copy ``arrays`` to the device; returns ``(device_arrays, token)`` for :meth:`release`."""
+        """Queue the copy of ``arrays`` to the device; returns ``(device_arrays, token)``.
+
+        The copy may still be running: keep ``arrays`` unchanged until :meth:`wait`.
+        """
         b = self._next
         self._next ^= 1
         if self._free[b] is not None:
             self.copy.wait_event(self._free[b])
+        if self._copied[b] is not None:
+            self._copied[b].synchronize()           # host staging buffer b is read no more
         out, offset = [], 0
         for a in arrays:
             a = np.ascontiguousarray(a)
@@ -165,11 +190,14 @@ class Uploader:
             dev.set(src, stream=self.copy)
             out.append(dev)
             offset = -(-end // self.ALIGN) * self.ALIGN
-        done = self.copy.record()
-        self.compute.wait_event(done)
-        done.synchronize()                      # the caller may reuse its host arrays now
+        self._copied[b] = self.copy.record()
+        self.compute.wait_event(self._copied[b])
         return out, b
 
     def release(self, token: int) -> None:
         """Mark the work queued so far on ``compute`` as the last use of upload ``token``."""
         self._free[token] = self.compute.record()
+
+    def wait(self) -> None:
+        """Return once every queued copy is done (the host arrays uploaded may be reused)."""
+        self.copy.synchronize()

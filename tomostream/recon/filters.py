@@ -70,24 +70,28 @@ def filter_window(name: str, n: int) -> np.ndarray:
     return (ramp * _window(name, f)).astype(np.float32)
 
 
-def filter_rows(proj, window, xp=np):
+def filter_rows(proj, window, xp=np, n: int | None = None):
     """Filter each detector row of ``proj`` with ``window`` (zero-padded FFT convolution).
 
     Parameters
     ----------
-    proj : ndarray, float32, shape (..., n)
-        Projections after ``-log`` (NumPy or CuPy, matching ``xp``).
+    proj : ndarray, float32, shape (..., n) or (..., padded_length(n))
+        Projections after ``-log`` (NumPy or CuPy, matching ``xp``): rows of ``n`` pixels, or
+        rows already zero-padded to the FFT length (then pass ``n``; no padded copy is made).
     window : ndarray, float32, shape (padded_length(n) // 2 + 1,)
         From :func:`filter_window`, on the same device as ``proj``.
     xp : module
         ``numpy`` or ``cupy``.
+    n : int, optional [pixels]
+        Row length when ``proj`` is already padded (default: ``proj.shape[-1]``).
 
     Returns
     -------
-    ndarray, float32, same shape as ``proj``
+    ndarray, float32, shape (..., n)
+        A view of the first ``n`` columns of the filtered, padded rows.
     """
-    n = proj.shape[-1]
     size = 2 * (window.shape[0] - 1)
-    spectrum = xp.fft.rfft(proj, n=size, axis=-1)                  # n=size zero-pads
+    n = proj.shape[-1] if n is None else int(n)
+    spectrum = xp.fft.rfft(proj, n=size, axis=-1)                  # n=size zero-pads short rows
     spectrum *= window
-    return xp.fft.irfft(spectrum, n=size, axis=-1)[..., :n].astype(xp.float32)
+    return xp.fft.irfft(spectrum, n=size, axis=-1)[..., :n].astype(xp.float32, copy=False)

@@ -40,7 +40,8 @@ class OrthoReconstructor:
         Recompute the slices from scratch after this many incremental frame updates, so
         rounding never accumulates (default ``8 * buffer_size``; 0 never).
     batch : int, optional
-        Frames processed together (default: what fits a few hundred MiB of work space).
+        Frames processed together (default, at most 32: what fits 512 MiB of work space on the
+        CPU, an eighth of the free device memory up to 4 GiB on a GPU).
 
     Raises
     ------
@@ -61,7 +62,9 @@ class OrthoReconstructor:
         self.rebuild_every = 8 * self.buffer_size if rebuild_every is None else int(rebuild_every)
         n, nz, xp = self.width, self.height, self._be.xp
         frame_work = nz * padded_length(n) * 4 * 4          # padded rows, spectrum, temporaries
-        self._batch = int(batch or max(1, min(32, (512 << 20) // frame_work)))
+        free = self._be.free_bytes()
+        work = 512 << 20 if free is None else min(4 << 30, free // 8)   # GPU: larger batches, fewer launches
+        self._batch = int(batch or max(1, min(32, work // frame_work)))
         self._check_memory(np.dtype(np.uint16))
         self._params = default_params(n, nz)
         self._stream = self._be.stream()
@@ -197,7 +200,9 @@ class OrthoReconstructor:
             med = self._be.ndimage.median_filter(f, size=(1, size, size), mode="nearest")
             raw = xp.where(f - med > p.dezinger_threshold, med, f)
         phase = p.alpha > 0
-        out = xp.empty(raw.shape, dtype=xp.float32)
+        # without phase retrieval the rows are normalised straight into the FFT's zero padding
+        width = self.width if phase else padded_length(self.width)
+        out = xp.empty(raw.shape[:2] + (width,), dtype=xp.float32)
         k.preprocess(raw, self._dark, self._flat, not phase, out, bad)
         if phase:
             if self._phase is None:
@@ -208,7 +213,7 @@ class OrthoReconstructor:
             out = -xp.log(xp.maximum(t, MIN_TRANSMISSION))
         if self._window is None:
             self._window = self._be.asarray(filter_window(p.filter, self.width))
-        return filter_rows(out, self._window, xp)
+        return filter_rows(out, self._window, xp, n=self.width)
 
     def _meta(self, slots: np.ndarray, angles: np.ndarray, weight: float) -> np.ndarray:
         """Slots, cos, sin and weights packed as int32 (floats bit-cast) for one upload."""
@@ -287,6 +292,8 @@ class OrthoReconstructor:
                 if part[-1] - part[0] == part.size - 1:        # contiguous: a view, no host copy
                     part = slice(part[0], part[-1] + 1)
                 self._push_batch(frames[part], angles[part], slots[part])
+            if self._uploader is not None:
+                self._uploader.wait()                          # the caller may reuse `frames` now
 
     def _push_batch(self, frames: np.ndarray, angles: np.ndarray, slots: np.ndarray) -> None:
         old = ~np.isnan(self._angle[slots])
