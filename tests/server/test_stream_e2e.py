@@ -176,7 +176,7 @@ def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, s
     wait_until(lambda: ca.text("StartRecon") == "Done", 10.0, "StartRecon done")
 
 
-def test_dark_retake_and_binning_restart_cleanly(beamline, quiet_server, ca, sim_ca, recon):
+def test_dark_retake_binning_and_new_theta_restart_cleanly(beamline, quiet_server, ca, sim_ca, recon):
     start(ca, quiet_server)
     scan(sim_ca, ca)
     uid, _ = recon.settled(ca)
@@ -209,6 +209,12 @@ def test_dark_retake_and_binning_restart_cleanly(beamline, quiet_server, ca, sim
         coarse = want.reshape(got.shape[0], 2, got.shape[1], 2).mean(axis=(1, 3))
         assert np.corrcoef(got.ravel(), coarse.ravel())[0, 1] > 0.9
     assert quiet_server.counters["FramesBad"] <= 8
+
+    # a new angle table (coarser step): a buffer of the new size
+    sim_ca.put("RotationStep", 2 * STEP)
+    sim_ca.put("NumAngles", SCAN // 2)
+    scan(sim_ca, ca, frames=SCAN // 2 - 10)
+    wait_until(lambda: ca.get("BufferSize") == "30/30", 10.0, "a 30-slot buffer filled")
 
 
 def test_unique_id_wrap(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca, sim_ca, recon):
