@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stream_helpers import Ca
+from stream_helpers import Ca, wait_until
 
 from tomostream.server import (
     FrameTypeHistory,
@@ -102,7 +102,8 @@ STRING_PVS = ("ImagePVAPName", "DarkPVAName", "FlatPVAName", "ThetaPVAName", "Re
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
                    st.floats(-1e4, 1e4))
 writes = st.one_of(
-    st.tuples(st.sampled_from(FLOAT_PVS), floats),
+    st.tuples(st.sampled_from(FLOAT_PVS + ("Watchdog",)), floats),
+    st.tuples(st.sampled_from(("StartRecon", "AbortRecon")), st.integers(0, 5)),
     st.tuples(st.sampled_from(INT_PVS), st.integers(-2**31, 2**31 - 1)),
     st.tuples(st.sampled_from(sorted(ENUM_PVS)), st.integers(0, 15)),
     st.tuples(st.sampled_from(STRING_PVS),
@@ -110,10 +111,30 @@ writes = st.one_of(
 )
 
 
+def commands(server, ca, suffix, value):
+    """A random write to StartRecon, AbortRecon or Watchdog: the server goes on."""
+    if suffix == "StartRecon":
+        ca.put_nowait(suffix, value)
+        if value == 1:
+            wait_until(lambda: ca.text("StartRecon") == "Acquire", 5.0, "StartRecon busy")
+    else:
+        ca.put(suffix, value)
+    if value > 1 and suffix != "Watchdog":
+        wait_until(lambda: f"{suffix}={value} is not one of" in ca.text("ReconStatus"), 5.0,
+                   "a refusal message")
+    ca.put("AbortRecon", 1)
+    wait_until(lambda: ca.text("StartRecon") == "Done", 10.0, "StartRecon done")
+    assert server.running
+    wait_until(lambda: ca.text("ServerRunning") == "Running", 5.0, "the heartbeat")
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(write=writes)
 def test_random_writes_are_accepted_clamped_or_refused_with_a_message(server, ca, write):
     suffix, value = write
+    if suffix in ("StartRecon", "AbortRecon", "Watchdog"):
+        commands(server, ca, suffix, value)
+        return
     before = ca.get(suffix, as_string=suffix in ENUM_PVS)
     ca.put(suffix, value)
     after = ca.get(suffix, as_string=suffix in ENUM_PVS)

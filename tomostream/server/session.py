@@ -138,7 +138,7 @@ class StreamSession:
         self.first_projid = int(value)
 
     def _on_plugin_prefix(self, char_value=None, **kw) -> None:
-        self.plugin_prefix = str(char_value)
+        self.plugin_prefix = str(char_value).strip() or None  # empty: no detector yet
 
     def _on_ca_connection(self, pvname=None, conn=None, **kw) -> None:
         if conn:
