@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-capture", type=int, default=60, help="frames saved after the trigger")
     parser.add_argument("--pre-count", type=int, default=30, help="frames saved from before the trigger")
     parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    parser.add_argument("--prefix", default="demo:", help="PV prefix root of the simulated beamline")
     return parser
 
 
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     catalog = cat.open_catalog(data_dir=data_dir)
     print(f"catalog: embedded Tiled server, data in {data_dir}")
-    with simulated_beamline("demo:", width=args.width, height=args.height, fps=args.fps, step=args.step,
+    with simulated_beamline(args.prefix, width=args.width, height=args.height, fps=args.fps, step=args.step,
                             num_angles=args.angles, capture_dir=cat.capture_dir(data_dir),
                             backend=args.backend) as bl:
         print(f"reconstruction on PVA channel {bl.recon_channel!r} "
