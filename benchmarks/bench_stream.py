@@ -29,7 +29,6 @@ SIM_PORT, STREAM_PORT = free_port(), free_port()
 apply_env(loopback_env(ca_ports=(SIM_PORT, STREAM_PORT)))
 
 import epics  # noqa: E402
-import numpy as np  # noqa: E402
 
 from tomostream.server import StreamServer  # noqa: E402
 
@@ -43,7 +42,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def snapshot(srv: StreamServer) -> dict:
-    return {**srv.counters, "t": time.monotonic(), "latency_index": len(srv.latency.samples)}
+    return {**srv.counters, "t": time.monotonic(), "latency_index": srv.latency.count}
 
 
 def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float, seconds: float,
@@ -58,15 +57,15 @@ def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float,
     def delta(key: str) -> int:
         return b[key] - a[key]
 
-    lat = np.asarray(srv.latency.samples[a["latency_index"]:b["latency_index"]])
+    lat = srv.latency.percentiles(a["latency_index"], b["latency_index"])
     offered = (delta("FramesReceived") + delta("FramesLost")) / dt
     used = delta("FramesUsed") / dt
     step = {
         "requested_fps": round(rate, 1), "offered_fps": round(offered, 1), "used_fps": round(used, 1),
         "used_MBps": round(used * frame_mb, 1), "dropped": delta("FramesDropped"),
         "lost": delta("FramesLost"), "bad": delta("FramesBad"),
-        "latency_p50_s": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
-        "latency_p99_s": round(float(np.percentile(lat, 99)), 4) if lat.size else None,
+        "latency_p50_s": round(lat["p50"], 4) if lat else None,
+        "latency_p99_s": round(lat["p99"], 4) if lat else None,
     }
     step["ok"] = step["dropped"] == 0 and step["lost"] == 0 and used >= 0.95 * offered > 0
     return step

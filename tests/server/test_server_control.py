@@ -22,6 +22,7 @@ from tomostream.server import (
     main,
     projection_index,
 )
+from tomostream.server.frames import Counters, LatencyStats
 
 
 def test_buffer_size_is_the_frames_of_180_degrees():
@@ -54,6 +55,28 @@ def test_frame_type_history_answers_by_time():
     assert h.only("Projection", 10.5, 14.0)
     assert not h.only("Projection", 14.0, 15.5)  # a flat field starts inside the window
     assert not h.only("Projection", 21.0, 30.0)
+
+
+def test_latency_stats_keep_numbering_when_trimmed():
+    stats = LatencyStats(keep=10)
+    for k in range(30):
+        stats.add([100.0 + k], 100.0 + k + 0.5)   # every frame 0.5 s late
+    assert stats.count == 30 and len(stats.samples) <= 10
+    assert stats.percentiles(25, 30) == {"p50": 0.5, "p99": 0.5, "max": 0.5, "count": 5}
+    assert stats.percentiles(0, 5) == {}            # trimmed away
+    stats.add([0.0], 200.0)                          # no timestamp: no sample
+    assert stats.count == 30
+
+
+def test_counters_subtract_ids_skipped_between_scans():
+    class Sub:
+        counters = {"received": 50, "bad": 2, "dropped": 3, "lost": 40}
+
+    c = Counters(used=45, bad=1, between_scans=35)
+    assert c.pvs(Sub) == {"FramesReceived": 52, "FramesUsed": 45, "FramesDropped": 3,
+                          "FramesLost": 5, "FramesBad": 3}
+    c.retire(Sub)
+    assert c.pvs(None)["FramesReceived"] == 52
 
 
 def test_dezinger_states():

@@ -114,22 +114,35 @@ def dezinger_radius(state: str) -> int:
 
 @dataclass
 class Counters:
-    """Frame counts of one StartRecon, as shown in the Frames* PVs."""
+    """Frame counts of one StartRecon kept by the session; the subscriber keeps the rest.
 
-    received: int = 0
+    Attributes
+    ----------
+    used : int
+        Frames pushed into the reconstruction.
+    bad : int
+        Frames of an unusable dtype or of the wrong size.
+    not_projection : int
+        Frames skipped because FrameType was not Projection around their timestamp, or the
+        angle table / FirstProjid were not known yet.
+    outside_theta : int
+        Frames whose uniqueId has no row in the angle table.
+    between_scans : int
+        uniqueIds skipped just before the first frame of a scan (the detector ran between
+        scans): not frames lost from a scan.
+    closed : dict of str to int
+        Counters of image subscribers already closed in this session (channel changed).
+    """
+
     used: int = 0
-    dropped: int = 0
-    lost: int = 0
     bad: int = 0
     not_projection: int = 0
     outside_theta: int = 0
-    #: uniqueIds skipped just before the first frame of a scan: the detector ran between
-    #: scans; not frames lost from a scan.
     between_scans: int = 0
-    #: Counts of subscribers already closed in this session (channel changed, reconnect).
     closed: dict = field(default_factory=dict)
 
     def pvs(self, subscriber) -> dict[str, int]:
+        """Values of the Frames* PVs, given the current :class:`ImageSubscriber` (or None)."""
         sub = dict(subscriber.counters) if subscriber is not None else {}
 
         def total(key: str) -> int:
@@ -149,20 +162,35 @@ class Counters:
             self.closed[key] = self.closed.get(key, 0) + value
 
 
-@dataclass
 class LatencyStats:
-    """Seconds from a frame's timestamp to the publication of the slices that contain it."""
+    """Seconds from a frame's timestamp to the publication of the slices that contain it.
 
-    samples: list = field(default_factory=list)
-    updates: int = 0
+    Samples are numbered from 0 in order of arrival; only the newest ``keep`` are stored.
+    """
+
+    def __init__(self, keep: int = 1_000_000):
+        self.keep = keep
+        self.samples: list[float] = []
+        self.offset = 0  # number of the first stored sample
+
+    @property
+    def count(self) -> int:
+        """Samples recorded so far (stored or not)."""
+        return self.offset + len(self.samples)
 
     def add(self, frame_times: Sequence[float], published: float) -> None:
-        self.updates += 1
+        """Record one publication at ``published`` of frames taken at ``frame_times`` [s]."""
         self.samples.extend(published - t for t in frame_times if t > 0)
+        if len(self.samples) > self.keep:
+            drop = len(self.samples) - self.keep // 2
+            del self.samples[:drop]
+            self.offset += drop
 
-    def percentiles(self) -> dict[str, float]:
-        if not self.samples:
+    def percentiles(self, start: int = 0, end: int | None = None) -> dict[str, float]:
+        """p50, p99 and max [s] of samples ``start`` to ``end`` (stored ones only); {} if none."""
+        end = self.count if end is None else end
+        data = np.asarray(self.samples[max(start - self.offset, 0):max(end - self.offset, 0)])
+        if not data.size:
             return {}
-        data = np.asarray(self.samples)
         return {"p50": float(np.percentile(data, 50)), "p99": float(np.percentile(data, 99)),
                 "max": float(data.max()), "count": int(data.size)}
