@@ -436,8 +436,9 @@ class StreamSession:
 
     def _waiting_for(self) -> str | None:
         """What the session still needs before it can reconstruct, if anything."""
-        if self.ca_down:
-            return ", ".join(sorted(self.ca_down)) + " (CA)"
+        down = self.ca_down.copy()  # one step under the GIL; CA threads change the set
+        if down:
+            return ", ".join(sorted(down)) + " (CA)"
         if self.plugin_prefix is None or self.image is None:
             return f"the detector plugin prefix in {self._value('ImagePVAPName')} (CA)"
         if self.image is not None and not self.image.connected:
