@@ -115,7 +115,22 @@ def close_catalog(data_dir: str | os.PathLike | None = None) -> None:
                 server.close()
 
 
-atexit.register(close_catalog)
+def at_shutdown(func) -> None:
+    """Call ``func()`` when the interpreter shuts down, before it waits for non-daemon threads.
+
+    The embedded Tiled server runs in a non-daemon thread: a plain ``atexit`` hook would only
+    run after that thread ended, i.e. never.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("threading has no _register_atexit")
+        register(func)
+    except RuntimeError:  # no hook in this Python, or the interpreter is already shutting down
+        atexit.register(func)
+
+
+at_shutdown(close_catalog)
 
 
 def open_catalog(uri: str | None = None, data_dir: str | os.PathLike | None = None,
