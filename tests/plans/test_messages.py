@@ -144,3 +144,40 @@ def test_change_detector_region_sees_only_its_part():
 def test_change_detector_refuses_bad_settings(kwargs):
     with pytest.raises(BadParameter):
         ChangeDetector(**kwargs)
+
+
+def test_buffer_full_parses_the_readback():
+    from tomostream.plans.stream_scan import buffer_full
+
+    assert buffer_full("360/360")
+    assert not buffer_full("359/360")
+    assert not buffer_full("0/0")
+    assert not buffer_full("garbage")
+    assert not buffer_full(None)
+
+
+def test_trigger_is_asked_only_once_the_buffer_is_full():
+    """Drive the loop by hand: replies to 'read' messages decide what the plan sees."""
+    seen = []
+
+    def trigger(image):
+        seen.append(image)
+        return False
+
+    buffer_readbacks = iter(["10/360", "360/360"])
+    plan = stream_scan(SCAN, STREAM, capture_when=trigger, poll_period=0.1)
+    msg = next(plan)
+    recon_reads = 0
+    while True:
+        reply = None
+        if msg.command == "read" and msg.obj.name == "tomostream_buffer_size":
+            value = next(buffer_readbacks, None)
+            if value is None:
+                break
+            reply = {msg.obj.name: {"value": value, "timestamp": 0.0}}
+        elif msg.command == "read" and msg.obj.name == "tomostream_recon":
+            recon_reads += 1
+            reply = {msg.obj.name: {"value": np.ones((4, 12)), "timestamp": 0.0}}
+        msg = plan.send(reply)
+    plan.close()
+    assert recon_reads == 1 and len(seen) == 1

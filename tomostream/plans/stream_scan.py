@@ -117,8 +117,11 @@ def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: 
                 break
             if trigger is not None and (max_captures is None or captures < max_captures):
                 full = yield from bps.rd(tomostream.buffer_size, default_value="1/1")
-                image = yield from bps.rd(tomostream.recon, default_value=None)
-                if buffer_full(full) and image is not None and trigger(image):
+                # slices exist (and stop building up) once the 180 degree buffer is full
+                image = None
+                if buffer_full(full):
+                    image = yield from bps.rd(tomostream.recon, default_value=None)
+                if image is not None and trigger(image):
                     yield from capture(tomoscan, tomostream, recorder)
                     captures += 1
             yield from bps.sleep(poll_period)

@@ -1,0 +1,49 @@
+"""A simulated beamline, the stream server and an embedded catalog, shared by a module."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from tomostream.demo import simulated_beamline
+from tomostream.devices import TomoScanStream, TomoStream
+from tomostream.io import catalog as cat
+
+#: Frames per scan and frame rate: a scan lasts NUM_ANGLES / FPS seconds.
+NUM_ANGLES = 600
+FPS = 100.0
+
+
+@pytest.fixture(scope="module")
+def catalog_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("catalog")
+    yield path
+    cat.close_catalog(path)
+
+
+@pytest.fixture(scope="module")
+def catalog(catalog_dir):
+    return cat.open_catalog(data_dir=catalog_dir)
+
+
+@pytest.fixture(scope="module")
+def beamline(catalog_dir):
+    root = f"t{uuid.uuid4().hex[:8]}:"
+    with simulated_beamline(root, width=64, height=32, fps=FPS, step=1.0, num_angles=NUM_ANGLES,
+                            capture_dir=cat.capture_dir(catalog_dir),
+                            sim_port=int(os.environ["TOMOSTREAM_TEST_SIM_PORT"]),
+                            stream_port=int(os.environ["TOMOSTREAM_TEST_STREAM_PORT"])) as bl:
+        yield bl
+
+
+@pytest.fixture(scope="module")
+def devices(beamline):
+    tomoscan = TomoScanStream(beamline.tomoscan_prefix, name="tomoscan")
+    tomostream = TomoStream(beamline.tomostream_prefix, name="tomostream")
+    tomoscan.wait_for_connection(timeout=10)
+    tomostream.wait_for_connection(timeout=10)
+    yield tomoscan, tomostream
+    tomostream.destroy()
+    tomoscan.destroy()
