@@ -10,9 +10,10 @@ class TomoScanStream(Device):
     """TomoScan with streaming: rotates the sample, streams frames, captures on demand.
 
     Settings are ``config`` (recorded once per stream in the descriptor), progress is
-    ``normal``, commands are ``omitted``. The ``busy`` records (StartScan, StreamCapture,
-    StreamRetakeDark, StreamRetakeFlat) are written with put-completion, so the Status of
-    ``set(1)`` finishes when the IOC says the work is done.
+    ``normal``, commands are ``omitted``. Every write uses put-completion: the ``busy``
+    records (StartScan, StreamCapture, StreamRetakeDark, StreamRetakeFlat) complete when the
+    IOC says the work is done, the others when the IOC has processed the write (a value it
+    clamps or resets, such as AbortScan, never leaves a Status waiting).
 
     Parameters
     ----------
@@ -23,23 +24,24 @@ class TomoScanStream(Device):
     """
 
     # --- scan settings ---------------------------------------------------------------------
-    rotation_start = Cpt(EpicsSignal, "RotationStart", kind="config")  # [degrees]
-    rotation_step = Cpt(EpicsSignal, "RotationStep", kind="config")  # [degrees]
-    num_angles = Cpt(EpicsSignal, "NumAngles", kind="config")
-    exposure_time = Cpt(EpicsSignal, "ExposureTime", kind="config")  # [s]
-    file_path = Cpt(EpicsSignal, "FilePath", string=True, kind="config")
-    file_name = Cpt(EpicsSignal, "FileName", string=True, kind="config")
-    hdf5_projection_location = Cpt(EpicsSignal, "HDF5ProjectionLocation", string=True, kind="omitted")
-    hdf5_dark_location = Cpt(EpicsSignal, "HDF5DarkLocation", string=True, kind="omitted")
-    hdf5_flat_location = Cpt(EpicsSignal, "HDF5FlatLocation", string=True, kind="omitted")
-    pva_plugin_prefix = Cpt(EpicsSignal, "PvaPluginPVPrefix", string=True, kind="config")
-    pva_stream_prefix = Cpt(EpicsSignal, "PvaStreamPVPrefix", string=True, kind="config")
+    rotation_start = Cpt(EpicsSignal, "RotationStart", put_complete=True, kind="config")  # [degrees]
+    rotation_step = Cpt(EpicsSignal, "RotationStep", put_complete=True, kind="config")  # [degrees]
+    num_angles = Cpt(EpicsSignal, "NumAngles", put_complete=True, kind="config")
+    exposure_time = Cpt(EpicsSignal, "ExposureTime", put_complete=True, kind="config")  # [s]
+    file_path = Cpt(EpicsSignal, "FilePath", string=True, put_complete=True, kind="config")
+    file_name = Cpt(EpicsSignal, "FileName", string=True, put_complete=True, kind="config")
+    hdf5_projection_location = Cpt(EpicsSignal, "HDF5ProjectionLocation", string=True,
+                                   put_complete=True, kind="omitted")
+    hdf5_dark_location = Cpt(EpicsSignal, "HDF5DarkLocation", string=True, put_complete=True, kind="omitted")
+    hdf5_flat_location = Cpt(EpicsSignal, "HDF5FlatLocation", string=True, put_complete=True, kind="omitted")
+    pva_plugin_prefix = Cpt(EpicsSignal, "PvaPluginPVPrefix", string=True, put_complete=True, kind="config")
+    pva_stream_prefix = Cpt(EpicsSignal, "PvaStreamPVPrefix", string=True, put_complete=True, kind="config")
 
     # --- streaming settings ----------------------------------------------------------------
-    stream_num_capture = Cpt(EpicsSignal, "StreamNumCapture", kind="config")
-    stream_pre_count = Cpt(EpicsSignal, "StreamPreCount", kind="config")
-    stream_binning = Cpt(EpicsSignal, "StreamBinning", string=True, kind="config")
-    stream_scan_type = Cpt(EpicsSignal, "StreamScanType", string=True, kind="config")
+    stream_num_capture = Cpt(EpicsSignal, "StreamNumCapture", put_complete=True, kind="config")
+    stream_pre_count = Cpt(EpicsSignal, "StreamPreCount", put_complete=True, kind="config")
+    stream_binning = Cpt(EpicsSignal, "StreamBinning", string=True, put_complete=True, kind="config")
+    stream_scan_type = Cpt(EpicsSignal, "StreamScanType", string=True, put_complete=True, kind="config")
 
     # --- status ----------------------------------------------------------------------------
     scan_status = Cpt(EpicsSignalRO, "ScanStatus", string=True, kind="normal")
@@ -55,7 +57,7 @@ class TomoScanStream(Device):
 
     # --- commands (busy records complete their put when done) -------------------------------
     start_scan = Cpt(EpicsSignal, "StartScan", put_complete=True, kind="omitted")
-    abort_scan = Cpt(EpicsSignal, "AbortScan", kind="omitted")
+    abort_scan = Cpt(EpicsSignal, "AbortScan", put_complete=True, kind="omitted")
     stream_capture = Cpt(EpicsSignal, "StreamCapture", put_complete=True, kind="omitted")
     stream_retake_dark = Cpt(EpicsSignal, "StreamRetakeDark", put_complete=True, kind="omitted")
     stream_retake_flat = Cpt(EpicsSignal, "StreamRetakeFlat", put_complete=True, kind="omitted")

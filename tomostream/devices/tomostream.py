@@ -14,7 +14,9 @@ class TomoStream(Device):
     """Streaming ortho-slice reconstruction: settings, status and the published slices.
 
     Settings are ``config``; status (ReconTime, BufferSize, frame counters, ServerRunning) is
-    ``normal`` or ``hinted``; commands are ``omitted``. ``recon`` is the published
+    ``normal`` or ``hinted``; commands are ``omitted``. Every write uses put-completion, so a
+    value the IOC clamps (a slice beyond the frame) never leaves a Status waiting; StartRecon
+    completes when streaming stops. ``recon`` is the published
     reconstruction (PVA), read explicitly when a snapshot is wanted.
 
     Parameters
@@ -26,29 +28,29 @@ class TomoStream(Device):
     """
 
     # --- channels: where the stream comes from and where the slices go -----------------------
-    tomoscan_prefix = Cpt(EpicsSignal, "TomoScanPVPrefix", string=True, kind="config")
-    image_pvap_name = Cpt(EpicsSignal, "ImagePVAPName", string=True, kind="config")
-    dark_pva_name = Cpt(EpicsSignal, "DarkPVAName", string=True, kind="config")
-    flat_pva_name = Cpt(EpicsSignal, "FlatPVAName", string=True, kind="config")
-    theta_pva_name = Cpt(EpicsSignal, "ThetaPVAName", string=True, kind="config")
-    recon_pva_name = Cpt(EpicsSignal, "ReconPVAName", string=True, kind="config")
+    tomoscan_prefix = Cpt(EpicsSignal, "TomoScanPVPrefix", string=True, put_complete=True, kind="config")
+    image_pvap_name = Cpt(EpicsSignal, "ImagePVAPName", string=True, put_complete=True, kind="config")
+    dark_pva_name = Cpt(EpicsSignal, "DarkPVAName", string=True, put_complete=True, kind="config")
+    flat_pva_name = Cpt(EpicsSignal, "FlatPVAName", string=True, put_complete=True, kind="config")
+    theta_pva_name = Cpt(EpicsSignal, "ThetaPVAName", string=True, put_complete=True, kind="config")
+    recon_pva_name = Cpt(EpicsSignal, "ReconPVAName", string=True, put_complete=True, kind="config")
 
     # --- reconstruction settings --------------------------------------------------------------
-    center = Cpt(EpicsSignal, "Center", kind="config")  # [pixels]
-    center_tweak = Cpt(EpicsSignal, "CenterTweak", kind="config")  # [pixels]
-    filter_type = Cpt(EpicsSignal, "FilterType", string=True, kind="config")
-    dezinger = Cpt(EpicsSignal, "Dezinger", string=True, kind="config")
-    ring_removal = Cpt(EpicsSignal, "RingRemoval", string=True, kind="config")
-    ortho_x = Cpt(EpicsSignal, "OrthoX", kind="config")  # [pixels]
-    ortho_y = Cpt(EpicsSignal, "OrthoY", kind="config")  # [pixels]
-    ortho_z = Cpt(EpicsSignal, "OrthoZ", kind="config")  # [pixels]
-    rot_x = Cpt(EpicsSignal, "RotX", kind="config")  # [degrees]
-    rot_y = Cpt(EpicsSignal, "RotY", kind="config")  # [degrees]
-    rot_z = Cpt(EpicsSignal, "RotZ", kind="config")  # [degrees]
-    energy = Cpt(EpicsSignal, "Energy", kind="config")  # [keV]
-    distance = Cpt(EpicsSignal, "Distance", kind="config")  # [mm]
-    alpha = Cpt(EpicsSignal, "Alpha", kind="config")
-    pixel_size = Cpt(EpicsSignal, "PixelSize", kind="config")  # [um]
+    center = Cpt(EpicsSignal, "Center", put_complete=True, kind="config")  # [pixels]
+    center_tweak = Cpt(EpicsSignal, "CenterTweak", put_complete=True, kind="config")  # [pixels]
+    filter_type = Cpt(EpicsSignal, "FilterType", string=True, put_complete=True, kind="config")
+    dezinger = Cpt(EpicsSignal, "Dezinger", string=True, put_complete=True, kind="config")
+    ring_removal = Cpt(EpicsSignal, "RingRemoval", string=True, put_complete=True, kind="config")
+    ortho_x = Cpt(EpicsSignal, "OrthoX", put_complete=True, kind="config")  # [pixels]
+    ortho_y = Cpt(EpicsSignal, "OrthoY", put_complete=True, kind="config")  # [pixels]
+    ortho_z = Cpt(EpicsSignal, "OrthoZ", put_complete=True, kind="config")  # [pixels]
+    rot_x = Cpt(EpicsSignal, "RotX", put_complete=True, kind="config")  # [degrees]
+    rot_y = Cpt(EpicsSignal, "RotY", put_complete=True, kind="config")  # [degrees]
+    rot_z = Cpt(EpicsSignal, "RotZ", put_complete=True, kind="config")  # [degrees]
+    energy = Cpt(EpicsSignal, "Energy", put_complete=True, kind="config")  # [keV]
+    distance = Cpt(EpicsSignal, "Distance", put_complete=True, kind="config")  # [mm]
+    alpha = Cpt(EpicsSignal, "Alpha", put_complete=True, kind="config")
+    pixel_size = Cpt(EpicsSignal, "PixelSize", put_complete=True, kind="config")  # [um]
 
     # --- status -------------------------------------------------------------------------------
     recon_status = Cpt(EpicsSignalRO, "ReconStatus", string=True, kind="normal")
@@ -63,9 +65,9 @@ class TomoStream(Device):
 
     # --- commands -----------------------------------------------------------------------------
     start_recon = Cpt(EpicsSignal, "StartRecon", put_complete=True, kind="omitted")
-    abort_recon = Cpt(EpicsSignal, "AbortRecon", kind="omitted")
-    center_tweak_up = Cpt(EpicsSignal, "CenterTweakUp", kind="omitted")
-    center_tweak_down = Cpt(EpicsSignal, "CenterTweakDown", kind="omitted")
+    abort_recon = Cpt(EpicsSignal, "AbortRecon", put_complete=True, kind="omitted")
+    center_tweak_up = Cpt(EpicsSignal, "CenterTweakUp", put_complete=True, kind="omitted")
+    center_tweak_down = Cpt(EpicsSignal, "CenterTweakDown", put_complete=True, kind="omitted")
     watchdog = Cpt(EpicsSignalRO, "Watchdog", kind="omitted")
 
     # --- the published reconstruction (PV Access) ---------------------------------------------
