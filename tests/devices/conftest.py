@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tomostream.ioc.tomostream_ioc import ClosingIocThread, TomoStreamIOC
+from tomostream.ioc import IocThread
+from tomostream.ioc.tomostream_ioc import TomoStreamIOC
 
 
 @pytest.fixture
@@ -12,7 +13,7 @@ def tomostream_ioc(unique_prefix, stream_ca_port):
     """(prefix, group, thread) of a TomoStream IOC served in this process on the stream CA port."""
     prefix = f"{unique_prefix}TS:"
     group = TomoStreamIOC(prefix)
-    thread = ClosingIocThread(group.pvdb, port=stream_ca_port, name="tomostream-devices").start()
+    thread = IocThread(group.pvdb, port=stream_ca_port, name="tomostream-devices").start()
     try:
         yield prefix, group, thread
     finally:

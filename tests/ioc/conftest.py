@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tomostream.ioc.tomostream_ioc import ClosingIocThread, TomoStreamIOC
+from tomostream.ioc import IocThread
+from tomostream.ioc.tomostream_ioc import TomoStreamIOC
 
 
 class Recorder:
@@ -32,7 +33,7 @@ def ioc(unique_prefix, stream_ca_port):
     """(group, IocThread, recorder) of a fresh TomoStream IOC on the stream CA port."""
     recorder = Recorder()
     group = TomoStreamIOC(f"{unique_prefix}TS:", listener=recorder)
-    thread = ClosingIocThread(group.pvdb, port=stream_ca_port, name="tomostream-test").start()
+    thread = IocThread(group.pvdb, port=stream_ca_port, name="tomostream-test").start()
     try:
         yield group, thread, recorder
     finally:

@@ -19,7 +19,7 @@ class IocThread:
 
     Several can run in one process, each on its own CA search port (see
     :mod:`tomostream.epics_env`). ``start()`` returns once the server is listening;
-    ``stop()`` cancels it and frees its sockets.
+    ``stop()`` cancels it, closes its clients' connections and frees its sockets.
 
     Parameters
     ----------
@@ -78,7 +78,15 @@ class IocThread:
             self._ready.set()
 
         self._task = asyncio.current_task()
-        await ctx.run(startup_hook=started)
+        try:
+            await ctx.run(startup_hook=started)
+        finally:
+            # caproto leaves still-connected clients' circuits open when cancelled; their
+            # transports would then be collected after the loop closed (ResourceWarnings).
+            for circuit in list(ctx.circuits):
+                circuit.client.close()
+            for _ in range(3):  # let the transports finish closing
+                await asyncio.sleep(0)
 
     def call_soon(self, callback, *args) -> None:
         """Run ``callback(*args)`` in the IOC's event loop (thread-safe)."""

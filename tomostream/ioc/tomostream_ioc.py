@@ -14,12 +14,10 @@ import re
 from collections.abc import Callable, Mapping
 
 from caproto import CaprotoConversionError, ChannelType, SkipWrite
-from caproto.asyncio.server import Context
 from caproto.server import PVGroup, PvpropertyEnum, SubGroup, pvproperty
-from caproto.server.records import BoFields, register_record
 
 from ..errors import BadParameter
-from .runner import IocThread
+from . import records  # noqa: F401  (registers the "busy" record type)
 
 #: Enum strings, index = value written by clients.
 FILTER_TYPES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
@@ -39,13 +37,6 @@ _PV_NAME = re.compile(r"^[A-Za-z0-9_:.\-\[\]<>;{}$]+$")
 
 # Listener signature: (PV suffix, accepted value) -> None, called in the IOC's event loop.
 Listener = Callable[[str, object], None]
-
-
-@register_record
-class BusyFields(BoFields):
-    """Fields of a ``busy`` record (synApps): a ``bo`` whose put completes when the work is done."""
-
-    _record_type = "busy"
 
 
 class CheckedEnum(PvpropertyEnum):
@@ -409,27 +400,3 @@ class TomoStreamIOC(PVGroup):
                 await channel.write(value, verify_value=False)
 
 
-class ClosingIocThread(IocThread):
-    """An :class:`IocThread` that also closes its clients' TCP circuits when it stops.
-
-    caproto's server leaves the connections of still-connected clients open when it is
-    cancelled; their transports are then collected after the loop has closed, which Python
-    reports as ResourceWarnings. Closing them before the loop ends keeps shutdown clean.
-    """
-
-    async def _serve(self) -> None:
-        ctx = Context(self.pvdb, self.interfaces)
-        if self.port:
-            ctx.ca_server_port = self.port
-
-        async def started(async_lib):
-            self._ready.set()
-
-        self._task = asyncio.current_task()
-        try:
-            await ctx.run(startup_hook=started)
-        finally:
-            for circuit in list(ctx.circuits):
-                circuit.client.close()
-            for _ in range(3):  # let the transports finish closing
-                await asyncio.sleep(0)

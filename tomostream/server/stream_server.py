@@ -27,7 +27,8 @@ import logging
 import queue
 import threading
 
-from ..ioc.tomostream_ioc import WATCHDOG_RESET, ClosingIocThread, TomoStreamIOC
+from ..ioc import IocThread
+from ..ioc.tomostream_ioc import WATCHDOG_RESET, TomoStreamIOC
 from ..pva.publisher import ReconPublisher
 from ..pva.server import PvaChannels
 from .frames import LatencyStats
@@ -105,7 +106,7 @@ class StreamServer:
         self.defaults = {DEFAULT_PVS.get(k, k): v for k, v in defaults.items()}
         self.ioc: TomoStreamIOC | None = None
         self.latency = LatencyStats()
-        self._ioc_thread: ClosingIocThread | None = None
+        self._ioc_thread: IocThread | None = None
         self._channels = None
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
@@ -119,7 +120,7 @@ class StreamServer:
     def start(self) -> StreamServer:
         """Serve the IOC and start the worker; returns when the PVs answer."""
         self.ioc = TomoStreamIOC(self.prefix, listener=self._on_ioc_write)
-        self._ioc_thread = ClosingIocThread(self.ioc.pvdb, port=self.ca_port,
+        self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port,
                                             name=f"ioc {self.prefix}").start()
         if self.defaults:
             self._ioc_thread.run_coroutine(self.ioc.apply(self.defaults))

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import BadParameter, CaptureError, TomostreamError
 from ..io.dxfile import check_directory, check_file_name, next_capture_path, write_dxfile
-from ..ioc.tomostream_ioc import ClosingIocThread
+from ..ioc import IocThread
 from ..pva.fields import field_pv, theta_pv
 from ..pva.ntnda import to_ntnda
 from ..pva.server import PvaChannels
@@ -161,7 +161,7 @@ class SimBeamline:
         self._dark = self._flat = None
         self._theta = angle_table(scan_type, 0.0, step, num_angles, sweep)
         self.ioc = TomoScanStreamIOC(prefix, controller=self, ring_size=self.ring_size)
-        self._ioc_thread: ClosingIocThread | None = None
+        self._ioc_thread: IocThread | None = None
         self.channels: PvaChannels | None = None
         #: frames published since start (all types) and time of the last one [monotonic s]
         self.frames_published = 0
@@ -177,7 +177,7 @@ class SimBeamline:
         self.channels.add(self.dark_channel, field_pv(self._dark))
         self.channels.add(self.flat_channel, field_pv(self._flat))
         self.channels.add(self.theta_channel, theta_pv(self._theta))
-        self._ioc_thread = ClosingIocThread(self.ioc.pvdb, port=self.ca_port, name=f"sim-ioc {self.prefix}")
+        self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port, name=f"sim-ioc {self.prefix}")
         try:
             self._ioc_thread.start(timeout)
             deadline = time.monotonic() + timeout

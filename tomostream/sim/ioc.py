@@ -21,7 +21,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from ..errors import TomostreamError
 from ..io.dxfile import check_file_name
-from ..ioc.tomostream_ioc import BusyFields  # noqa: F401  (registers the "busy" record type)
+from ..ioc import records  # noqa: F401  (registers the "busy" record type)
 from .scan import SCAN_TYPES
 
 FRAME_TYPES = ("DarkField", "FlatField", "Projection")
