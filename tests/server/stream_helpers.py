@@ -7,6 +7,8 @@ import time
 import epics
 import pytest
 
+from tomostream.ioc.tomostream_ioc import STATUS_LENGTH
+
 
 def wait_until(predicate, timeout=10.0, what="condition"):
     """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds.
@@ -32,7 +34,9 @@ class Ca:
         return value
 
     def text(self, suffix):
-        return self.get(suffix, as_string=True)
+        # ask for the whole waveform: pyepics may otherwise reuse the length of an earlier,
+        # shorter value and return a truncated message
+        return self.get(suffix, as_string=True, count=STATUS_LENGTH)
 
     def put(self, suffix, value, wait=True, timeout=20.0):
         assert epics.caput(self.prefix + suffix, value, wait=wait, timeout=timeout) == 1, suffix

@@ -198,9 +198,10 @@ class ReconParams(_Part):
     CenterTweak.putter(_bounded)
 
     async def _tweak(self, instance, value, sign: float):
+        """Any write processes the record; like a calcout, its value becomes the result."""
         center = self.Center.value + sign * self.CenterTweak.value
         await self.Center.write(center)
-        return value
+        return self.Center.value
 
     @CenterTweakUp.putter
     async def CenterTweakUp(self, instance, value):
