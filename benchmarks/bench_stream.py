@@ -31,6 +31,7 @@ apply_env(loopback_env(ca_ports=(SIM_PORT, STREAM_PORT)))
 import epics  # noqa: E402
 
 from tomostream.server import StreamServer  # noqa: E402
+from tomostream.server.stream_server import FRAME_TYPE_WINDOW  # noqa: E402
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=1.5, help="seconds before measuring")
     parser.add_argument("--seconds", type=float, default=4.0, help="measuring window [s]")
     parser.add_argument("--cache-mb", type=float, default=512.0, help="simulator frame cache")
-    parser.add_argument("--frame-type-window", type=float, default=0.1,
+    parser.add_argument("--frame-type-window", type=float, default=FRAME_TYPE_WINDOW,
                         help="server hold before frames are used [s]")
     args = parser.parse_args(argv)
     results = {

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 
 from ..ioc import IocThread
 from ..ioc.tomostream_ioc import WATCHDOG_RESET, TomoStreamIOC
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 
 #: How late a FrameType change may reach us after the frames it concerns [s]: frames are
 #: held this long, and a frame within this much of a change of FrameType is not used.
-FRAME_TYPE_WINDOW = 0.1
+#: FrameType (CA) and frames (PVA) carry the beamline's timestamps, so this need only
+#: cover the delivery of one CA update; it adds to the latency of every frame.
+FRAME_TYPE_WINDOW = 0.02
 #: Seconds between heartbeats (Watchdog set to WATCHDOG_RESET); well under WATCHDOG_RESET.
 HEARTBEAT_PERIOD = 1.5
 #: Keyword defaults of StreamServer -> PV suffix.
@@ -75,6 +78,13 @@ class StreamServer:
         How late a FrameType change may arrive after the frames it concerns. Frames wait this
         long before use, and frames taken within this time of a FrameType change are skipped,
         so no dark or flat frame enters the reconstruction.
+    interfaces : sequence of str, optional
+        Addresses the IOC binds (``EPICS_CAS_INTF_ADDR_LIST``, else loopback, by default). The
+        PVA server of the slices binds ``EPICS_PVAS_INTF_ADDR_LIST``
+        (:func:`tomostream.ioc.access.bind_env` makes both agree).
+    write_hosts : sequence of str, optional
+        Hosts (names or IP addresses) allowed to write the TomoStream PVs; every host may read
+        them. None: no limit.
     **defaults
         Start-up values of the channel-name PVs: ``tomoscan_prefix``, ``image_pvap_name``,
         ``dark_pva_name``, ``flat_pva_name``, ``theta_pva_name``, ``recon_pva_name``; and of
@@ -94,7 +104,9 @@ class StreamServer:
 
     def __init__(self, prefix: str = "2bmb:TomoStream:", ca_port: int = 0, backend: str = "auto", *,
                  batch_max: int = 64, max_rate: float = 30.0, queue_size: int = 256,
-                 markers: bool = True, frame_type_window: float = FRAME_TYPE_WINDOW, **defaults):
+                 markers: bool = True, frame_type_window: float = FRAME_TYPE_WINDOW,
+                 interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
+                 **defaults):
         self.prefix = prefix
         self.ca_port = ca_port
         self.backend = backend
@@ -103,6 +115,8 @@ class StreamServer:
         self.queue_size = int(queue_size)
         self.markers = bool(markers)
         self.frame_type_window = float(frame_type_window)
+        self.interfaces = None if interfaces is None else list(interfaces)
+        self.write_hosts = None if write_hosts is None else list(write_hosts)
         self.defaults = {DEFAULT_PVS.get(k, k): v for k, v in defaults.items()}
         self.ioc: TomoStreamIOC | None = None
         self.latency = LatencyStats()
@@ -120,8 +134,8 @@ class StreamServer:
     def start(self) -> StreamServer:
         """Serve the IOC and start the worker; returns when the PVs answer."""
         self.ioc = TomoStreamIOC(self.prefix, listener=self._on_ioc_write)
-        self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port,
-                                            name=f"ioc {self.prefix}").start()
+        self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port, interfaces=self.interfaces,
+                                     name=f"ioc {self.prefix}", write_hosts=self.write_hosts).start()
         if self.defaults:
             self._ioc_thread.run_coroutine(self.ioc.apply(self.defaults))
         self._channels = PvaChannels()
@@ -195,9 +209,17 @@ class StreamServer:
         self.set_pvs({"ReconStatus": text[:255]})
 
     def _beat(self) -> None:
+        """Keep Watchdog up while the worker lives; when it has died, drop it at once."""
+        worker = self._worker
         while not self.stopping.is_set():
-            if self._worker is not None and self._worker.is_alive():
+            if worker.is_alive():
                 self.set_pvs({"Watchdog": WATCHDOG_RESET})
+            elif not self.stopping.is_set():
+                log.error("the reconstruction worker has ended: ServerRunning goes to Stopped")
+                self.set_pvs({"Watchdog": 0, "ServerRunning": "Stopped",
+                              "ReconStatus": "Stopped: the reconstruction worker ended "
+                                             "unexpectedly; restart the server"})
+                return
             self.stopping.wait(HEARTBEAT_PERIOD)
 
     # -- worker ------------------------------------------------------------------------------
@@ -212,7 +234,14 @@ class StreamServer:
                     log.exception("streaming stopped by an error")
                     self.status(f"Stopped: error {type(exc).__name__}: {exc}")
                 finally:
-                    self._ioc_thread.run_coroutine(self.ioc.control.finished())
+                    self._finish_start_recon()
+
+    def _finish_start_recon(self) -> None:
+        """Complete the StartRecon put; a slow or stopping IOC loop must not end the worker."""
+        try:
+            self._ioc_thread.run_coroutine(self.ioc.control.finished())
+        except (RuntimeError, TimeoutError) as exc:
+            log.warning("could not complete StartRecon: %s", exc)
 
     def publisher(self, name: str):
         """The :class:`ReconPublisher` of channel ``name`` (a new name replaces the old channel)."""

@@ -400,7 +400,9 @@ class SimBeamline:
             if retake is not None:
                 if frame_type == "Projection":
                     frame_type = "DarkField" if retake.kind == "dark" else "FlatField"
-                    self.ioc.post({"FrameType": frame_type})
+                    # stamped before the first frame of the new type is taken, as at a
+                    # beamline where FrameType changes before the detector is triggered
+                    self.ioc.post({"FrameType": frame_type}, timestamp=time.time())
                 make = self.source.dark_frame if retake.kind == "dark" else self.source.flat_frame
                 frame = make(binning)
                 retake.frames.append(frame)
@@ -449,7 +451,8 @@ class SimBeamline:
         with self._lock:
             self._retake = None
         self.ioc.post({"FrameType": "Projection",
-                       "StreamMessage": f"{retake.kind} field retaken from {len(retake.frames)} frames"})
+                       "StreamMessage": f"{retake.kind} field retaken from {len(retake.frames)} frames"},
+                      timestamp=time.time())
         retake.future.set_result(None)
 
     def _record(self, uid: int, angle: float, frame: np.ndarray) -> None:

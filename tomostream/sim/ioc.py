@@ -374,20 +374,29 @@ class TomoScanStreamIOC(PVGroup):
         """Current value of ``prefix + suffix`` (safe to read from any thread)."""
         return self.pvdb[self.prefix + suffix].value
 
-    async def update(self, values: Mapping[str, object]) -> None:
-        """Write ``{suffix: value}`` as the IOC (no putter), in order."""
+    async def update(self, values: Mapping[str, object], timestamp: float | None = None) -> None:
+        """Write ``{suffix: value}`` as the IOC (no putter), in order.
+
+        ``timestamp`` [s since the epoch] stamps the new values with the moment the change
+        happened rather than the moment the IOC loop got to it.
+        """
+        stamp = {} if timestamp is None else {"timestamp": timestamp}
         for suffix, value in values.items():
             if suffix == "StreamMessage":
                 await self.report(str(value))
                 continue
             channel = self.pvdb[self.prefix + suffix]
             if channel.value != value:
-                await channel.write(value, verify_value=False)
+                await channel.write(value, verify_value=False, **stamp)
 
-    def post(self, values: Mapping[str, object]) -> None:
-        """Queue ``{suffix: value}`` writes from any thread; applied in order by the IOC loop."""
+    def post(self, values: Mapping[str, object], timestamp: float | None = None) -> None:
+        """Queue ``{suffix: value}`` writes from any thread; applied in order by the IOC loop.
+
+        Give ``timestamp`` (``time.time()`` when the change happened) for values whose time
+        clients compare with other data, such as FrameType against frame timestamps.
+        """
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, dict(values))
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (dict(values), timestamp))
 
     async def flush(self) -> None:
         """Wait until every update posted so far has been applied."""
@@ -401,9 +410,9 @@ class TomoScanStreamIOC(PVGroup):
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while True:
-                values = await self._queue.get()
+                values, timestamp = await self._queue.get()
                 try:
-                    await self.update(values)
+                    await self.update(values, timestamp)
                 except Exception:   # one bad status update must not stop the others
                     self.log.exception("status update %r failed", values)
                 finally:
