@@ -7,9 +7,8 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 
-from caproto.asyncio.server import Context
-
 from ..errors import TomostreamTimeout
+from .access import ClientAddressContext, WriteAllowList, restrict_writes, server_interfaces
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +26,33 @@ class IocThread:
         caproto PV database (``PVGroup.pvdb``).
     port : int
         Channel Access search port (UDP) and first TCP port tried; 0 = EPICS_CA_SERVER_PORT.
-    interfaces : sequence of str
-        Addresses to bind; loopback by default.
+    interfaces : sequence of str, optional
+        Addresses to bind; by default ``EPICS_CAS_INTF_ADDR_LIST``, else loopback only.
     name : str
         Thread name, for logs.
+    write_hosts : sequence of str, optional
+        Hosts (names or IP addresses) that may write the PVs; everyone may read. None: any
+        host may write. See :mod:`tomostream.ioc.access`.
+
+    Attributes
+    ----------
+    write_access : WriteAllowList or None
+        The write allow-list in force.
     """
 
-    def __init__(self, pvdb: Mapping, port: int = 0, interfaces: Sequence[str] = ("127.0.0.1",),
-                 name: str = "ioc"):
+    def __init__(self, pvdb: Mapping, port: int = 0, interfaces: Sequence[str] | None = None,
+                 name: str = "ioc", *, write_hosts: Sequence[str] | None = None):
         self.pvdb = pvdb
         self.port = port
-        self.interfaces = list(interfaces)
+        self.interfaces = server_interfaces(interfaces)
         self.name = name
+        self.write_access: WriteAllowList | None = (
+            restrict_writes(pvdb, write_hosts) if write_hosts is not None else None)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._task: asyncio.Task | None = None
+        self._context: ClientAddressContext | None = None
         self._error: BaseException | None = None
 
     def start(self, timeout: float = 10.0) -> IocThread:
@@ -70,7 +80,7 @@ class IocThread:
             self.loop.close()
 
     async def _serve(self) -> None:
-        ctx = Context(self.pvdb, self.interfaces)
+        ctx = self._context = ClientAddressContext(self.pvdb, self.interfaces)
         if self.port:
             ctx.ca_server_port = self.port
 
@@ -97,6 +107,11 @@ class IocThread:
         """Run a coroutine in the IOC's loop from another thread and return its result."""
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
+
+    @property
+    def tcp_port(self) -> int | None:
+        """TCP port the server accepts circuits on (None before :meth:`start`)."""
+        return None if self._context is None else self._context.port
 
     @property
     def running(self) -> bool:

@@ -8,6 +8,9 @@ import signal
 import sys
 import threading
 
+from ..epics_env import apply_env
+from ..errors import TomostreamError
+from ..ioc.access import ALL_INTERFACES, WriteAllowList, bind_env, server_interfaces, split_hosts
 from ..ioc.tomostream_ioc import TomoStreamIOC
 from .stream_server import StreamServer
 
@@ -23,8 +26,10 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "EPICS environment:\n"
-            "  The IOC serves Channel Access on EPICS_CAS_INTF_ADDR_LIST (all interfaces by\n"
-            "  default) and search port --ca-port (EPICS_CA_SERVER_PORT, default 5064). The\n"
+            "  The IOC serves Channel Access, and the slices PV Access, on --interfaces\n"
+            "  (default EPICS_CAS_INTF_ADDR_LIST, else all interfaces) and search port --ca-port\n"
+            "  (EPICS_CA_SERVER_PORT, default 5064). --write-hosts limits who may write the\n"
+            "  TomoStream PVs (by client IP address); every host may still read them. The\n"
             "  server is also a CA client of the TomoScan IOC and a PVA client of the detector:\n"
             "  EPICS_CA_ADDR_LIST / EPICS_PVA_ADDR_LIST must reach them.\n\n"
             "Beside the simulated beamline on one host (two CA servers need two ports):\n"
@@ -47,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="initial ReconPVAName [<prefix>StreamRecon]")
     parser.add_argument("--max-rate", type=float, default=30.0,
                         help="most published updates per second [%(default)s]")
+    parser.add_argument("--interfaces", default=None,
+                        help="addresses the CA and PVA servers bind, e.g. '127.0.0.1' or "
+                             "'10.0.0.5 127.0.0.1' [EPICS_CAS_INTF_ADDR_LIST, else 0.0.0.0]")
+    parser.add_argument("--write-hosts", default=None,
+                        help="hosts (names or IP addresses, comma or space separated) allowed to "
+                             "write the TomoStream PVs; reads stay open [any host]")
     parser.add_argument("--log-level", default="INFO", help="logging level [%(default)s]")
     return parser
 
@@ -65,11 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         "theta_pva_name": tomoscan + "StreamTheta",
         "recon_pva_name": args.recon_pva_name or args.prefix + "StreamRecon",
     }
+    try:
+        interfaces = server_interfaces(args.interfaces, default=ALL_INTERFACES)
+        write_hosts = split_hosts(args.write_hosts) or None
+        if write_hosts:
+            WriteAllowList(write_hosts)  # names that do not resolve are refused here
+    except TomostreamError as exc:
+        print(f"tomostream serve: {exc}", file=sys.stderr)
+        return 2
+    apply_env(bind_env(interfaces))  # before pvapy's server reads it
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     with StreamServer(args.prefix, ca_port=args.ca_port, backend=args.backend,
-                      max_rate=args.max_rate, **defaults) as server:
+                      max_rate=args.max_rate, interfaces=interfaces, write_hosts=write_hosts,
+                      **defaults) as server:
         log.info("TomoStream IOC %s serving; Ctrl-C stops", server.prefix)
         while not done.wait(3600):
             pass
