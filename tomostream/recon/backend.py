@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 import numpy as np
@@ -36,6 +36,11 @@ class Backend:
         ``scipy.ndimage`` or ``cupyx.scipy.ndimage``.
     device : str
         Human-readable device name.
+    failures : tuple of exception types
+        Errors that mean the device ran out of memory or failed (CuPy: ``MemoryError``, which
+        CuPy's ``OutOfMemoryError`` is, and the CUDA runtime, driver and compiler errors).
+        :class:`~tomostream.recon.OrthoReconstructor` answers them with smaller batches, then
+        the NumPy backend.
     """
 
     name: str
@@ -44,6 +49,7 @@ class Backend:
     kernels: ModuleType
     ndimage: ModuleType
     device: str
+    failures: tuple[type[BaseException], ...] = (MemoryError,)
 
     def asarray(self, a, dtype=None):
         """``a`` on this backend's device (a synchronous copy for host arrays)."""
@@ -102,16 +108,25 @@ def _cupy() -> Backend:
     dev = cp.cuda.Device()
     name = cp.cuda.runtime.getDeviceProperties(dev.id)["name"]
     name = name.decode() if isinstance(name, bytes) else str(name)
-    return Backend("cupy", "", cp, _gpu_kernels, cupyx.scipy.ndimage, f"{name} (device {dev.id})")
+    failures = (MemoryError, cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError,
+                cp.cuda.compiler.CompileException)
+    return Backend("cupy", "", cp, _gpu_kernels, cupyx.scipy.ndimage, f"{name} (device {dev.id})",
+                   failures)
 
 
-def select_backend(request: str = "auto") -> Backend:
+def cpu_backend(reason: str) -> Backend:
+    """The NumPy backend, with ``reason`` saying why it is used."""
+    return _numpy(reason)
+
+
+def select_backend(request: str | Backend = "auto") -> Backend:
     """Pick a backend.
 
     Parameters
     ----------
-    request : {"auto", "numpy", "cupy"}
-        ``"auto"`` takes CuPy when it imports and sees a device, else NumPy.
+    request : {"auto", "numpy", "cupy"} or Backend
+        ``"auto"`` takes CuPy when it imports and sees a device, else NumPy. A
+        :class:`Backend` is used as it is (e.g. one that injects failures in tests).
 
     Raises
     ------
@@ -120,17 +135,17 @@ def select_backend(request: str = "auto") -> Backend:
     BackendUnavailable
         ``"cupy"`` requested but unusable.
     """
+    if isinstance(request, Backend):
+        return request
     if request not in BACKENDS:
         raise BadParameter(f"backend={request!r} is not one of {BACKENDS}")
     if request == "numpy":
         return _numpy("backend='numpy' requested")
     if request == "cupy":
         b = _cupy()
-        return Backend(b.name, f"backend='cupy' requested; using {b.device}", b.xp, b.kernels,
-                       b.ndimage, b.device)
+        return replace(b, reason=f"backend='cupy' requested; using {b.device}")
     try:
         b = _cupy()
     except BackendUnavailable as exc:
         return _numpy(f"auto: {exc}; using NumPy")
-    return Backend(b.name, f"auto: CuPy imports and sees {b.device}", b.xp, b.kernels, b.ndimage,
-                   b.device)
+    return replace(b, reason=f"auto: CuPy imports and sees {b.device}")

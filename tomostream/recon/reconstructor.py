@@ -18,7 +18,7 @@ import numpy as np
 from tomostream.errors import BadFrame, BadParameter
 from tomostream.recon import paganin
 from tomostream.recon._cpu_kernels import MIN_TRANSMISSION
-from tomostream.recon.backend import select_backend
+from tomostream.recon.backend import cpu_backend, select_backend
 from tomostream.recon.filters import filter_rows, filter_window, padded_length
 from tomostream.recon.geometry import slice_points
 from tomostream.recon.params import ReconParams, default_params
@@ -35,13 +35,25 @@ class OrthoReconstructor:
         Detector columns ``n`` and rows ``nz``.
     buffer_size : int
         Angular slots over 180 degrees (slot width ``180 / buffer_size`` degrees).
-    backend : {"auto", "numpy", "cupy"}
+    backend : {"auto", "numpy", "cupy"} or Backend
+        See :func:`~tomostream.recon.backend.select_backend`.
     rebuild_every : int, optional
         Recompute the slices from scratch after this many incremental frame updates, so
         rounding never accumulates (default ``8 * buffer_size``; 0 never).
     batch : int, optional
         Frames processed together (default, at most 32: what fits 512 MiB of work space on the
         CPU, an eighth of the free device memory up to 4 GiB on a GPU).
+
+    Attributes
+    ----------
+    backend : str
+        Name of the backend in use (``"numpy"`` after a fall-back from the GPU).
+    backend_reason : str
+        Why it is used, including the last change forced by a device failure.
+    degradations : list of str
+        Each device failure (out of memory, CUDA error) and the answer to it, oldest first:
+        batches halved down to one frame, then the NumPy backend (buffers copied to the host
+        and re-processed there). The reconstruction goes on either way.
 
     Raises
     ------
@@ -57,36 +69,96 @@ class OrthoReconstructor:
             if not isinstance(v, int | np.integer) or v < 1:
                 raise BadParameter(f"{name}={v!r} must be a positive integer")
         self.width, self.height, self.buffer_size = int(width), int(height), int(buffer_size)
-        self._be = select_backend(backend)
-        self.backend, self.backend_reason = self._be.name, self._be.reason
         self.rebuild_every = 8 * self.buffer_size if rebuild_every is None else int(rebuild_every)
-        n, nz, xp = self.width, self.height, self._be.xp
+        self._requested_batch = batch
+        #: What went wrong on the device and what was done about it, oldest first.
+        self.degradations: list[str] = []
+        self._angle = np.full(self.buffer_size, np.nan)
+        self._counts = {"frames": 0, "replaced": 0, "rebuilds": 0, "reprocessed": 0}
+        self._params = default_params(self.width, self.height)
+        be = select_backend(backend)
+        try:
+            self._allocate(be)
+        except be.failures as exc:
+            if be.name == "numpy":
+                raise
+            self._allocate(self._fallback_backend(be, exc, "allocating the buffers"))
+        self._since_rebuild = 0
+
+    def _allocate(self, be) -> None:
+        """Take backend ``be`` and allocate empty buffers on its device."""
+        self._be = be
+        self.backend, self.backend_reason = be.name, be.reason
+        n, nz, xp = self.width, self.height, be.xp
         frame_work = nz * padded_length(n) * 4 * 4          # padded rows, spectrum, temporaries
-        free = self._be.free_bytes()
+        free = be.free_bytes()
         work = 512 << 20 if free is None else min(4 << 30, free // 8)   # GPU: larger batches, fewer launches
-        self._batch = int(batch or max(1, min(32, work // frame_work)))
+        self._batch = int(self._requested_batch or max(1, min(32, work // frame_work)))
         self._check_memory(np.dtype(np.uint16))
-        self._params = default_params(n, nz)
-        self._stream = self._be.stream()
+        self._stream = be.stream()
+        self._uploader = None
         with self._stream:
-            self._filt = self._be.kernels.frame_buffer(self.buffer_size, nz, n)
+            self._filt = be.kernels.frame_buffer(self.buffer_size, nz, n)
             self._raw = None
             self._dark = xp.zeros((nz, n), dtype=xp.float32)
             self._flat = xp.ones((nz, n), dtype=xp.float32)
             self._sums = (xp.zeros((n, n)), xp.zeros((nz, n)), xp.zeros((nz, n)))
             self._bad = xp.zeros(1, dtype=xp.uint64 if self.backend == "cupy" else xp.int64)
-        self._uploader = None
         if self.backend == "cupy":
             item = 4 * (nz * n + 8 * self._batch + 1024)
-            self._uploader = self._be.kernels.Uploader(self._batch * item, self._stream)
-        self._angle = np.full(self.buffer_size, np.nan)
-        self._counts = {"frames": 0, "replaced": 0, "rebuilds": 0, "reprocessed": 0}
+            self._uploader = be.kernels.Uploader(self._batch * item, self._stream)
         self._window = None
         self._phase = None
         self._points = None
         self._stale_processing = False
         self._stale_sums = False
-        self._since_rebuild = 0
+
+    def _fallback_backend(self, be, exc: BaseException, doing: str):
+        """The NumPy backend after ``be`` failed with ``exc`` while ``doing``; noted."""
+        note = (f"{be.name} on {be.device} failed while {doing} ({type(exc).__name__}: {exc}); "
+                f"using NumPy on the CPU")
+        self.degradations.append(note)
+        return cpu_backend(note)
+
+    def _degrade(self, exc: BaseException, doing: str) -> None:
+        """Answer a device failure: halve the batch, else move to the CPU, else re-raise ``exc``.
+
+        The buffers stay consistent: sums are rebuilt from the frames before the next image,
+        and on a move to the CPU the raw frames, dark and flat are copied over (when the
+        device still lets them be read) and re-processed there.
+        """
+        be = self._be
+        self._stale_sums = True                      # a failed step may have left sums half-updated
+        if self._batch > 1:
+            old, self._batch = self._batch, self._batch // 2
+            note = (f"{type(exc).__name__} on {be.name} while {doing} with batches of {old}: "
+                    f"batches of {self._batch} now")
+            self.degradations.append(note)
+            self.backend_reason = f"{be.reason}; {note}"
+            if self._uploader is not None:
+                item = 4 * (self.height * self.width + 8 * self._batch + 1024)
+                self._uploader = be.kernels.Uploader(self._batch * item, self._stream)
+            return
+        if be.name == "numpy":
+            raise exc
+        host = {}
+        for name in ("_raw", "_dark", "_flat", "_bad"):
+            a = getattr(self, name)
+            try:
+                host[name] = None if a is None else np.array(be.to_host(a))
+            except be.failures:                       # the device no longer answers
+                host[name] = None
+        self._allocate(self._fallback_backend(be, exc, doing))
+        if host["_raw"] is None:
+            self._angle[:] = np.nan                  # the frames are lost with the device
+        else:
+            self._raw = host["_raw"]
+        if host["_dark"] is not None and host["_flat"] is not None:
+            self._dark, self._flat = host["_dark"], host["_flat"]
+        if host["_bad"] is not None:
+            self._bad[:] = host["_bad"].astype(np.int64)
+        self._stale_processing = True
+        self._stale_sums = True
 
     # ------------------------------------------------------------------ public state
     @property
@@ -284,16 +356,23 @@ class OrthoReconstructor:
                 last[slots[i]] = keep[i] = True
         self._counts["replaced"] += int(angles.size - keep.sum())
         self._counts["frames"] += int(angles.size)
-        with self._stream:
-            self._ensure_raw(frames.dtype)
-            sel = np.nonzero(keep)[0]
-            for start in range(0, sel.size, self._batch):
-                part = sel[start:start + self._batch]
-                if part[-1] - part[0] == part.size - 1:        # contiguous: a view, no host copy
-                    part = slice(part[0], part[-1] + 1)
-                self._push_batch(frames[part], angles[part], slots[part])
-            if self._uploader is not None:
-                self._uploader.wait()                          # the caller may reuse `frames` now
+        sel = np.nonzero(keep)[0]
+        start = 0
+        while start < sel.size:
+            part = sel[start:start + self._batch]
+            size = part.size
+            if part[-1] - part[0] == part.size - 1:            # contiguous: a view, no host copy
+                part = slice(part[0], part[-1] + 1)
+            try:
+                with self._stream:
+                    self._ensure_raw(frames.dtype)
+                    self._push_batch(frames[part], angles[part], slots[part])
+                    if self._uploader is not None:
+                        self._uploader.wait()                  # the caller may reuse `frames` now
+            except self._be.failures as exc:
+                self._degrade(exc, "adding frames")
+                continue
+            start += size
 
     def _push_batch(self, frames: np.ndarray, angles: np.ndarray, slots: np.ndarray) -> None:
         old = ~np.isnan(self._angle[slots])
@@ -346,12 +425,16 @@ class OrthoReconstructor:
 
     def slices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The Z ``(n, n)``, Y ``(nz, n)`` and X ``(nz, n)`` slices [1/pixel], float32 NumPy arrays."""
-        with self._stream:
-            self._refresh()
-            filled = self.filled
-            scale = math.pi / filled if filled else 0.0
-            out = tuple(self._be.to_host((s * scale).astype(self._be.xp.float32)) for s in self._sums)
-        return out
+        while True:
+            try:
+                with self._stream:
+                    self._refresh()
+                    filled = self.filled
+                    scale = math.pi / filled if filled else 0.0
+                    return tuple(self._be.to_host((s * scale).astype(self._be.xp.float32))
+                                 for s in self._sums)
+            except self._be.failures as exc:
+                self._degrade(exc, "computing the slices")
 
     def image(self) -> np.ndarray:
         """The three slices side by side, ``(max(n, nz), 3 n)`` float32: Z | Y | X (top-aligned)."""
