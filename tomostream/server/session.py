@@ -48,18 +48,30 @@ CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "DarkPVAName", "FlatPVAName"
 
 
 class _CaWatch:
-    """A pyepics PV followed with callbacks; connection state reported to the worker."""
+    """A pyepics PV followed with callbacks; connection state reported to the worker.
+
+    The PV comes from pyepics' cache and is never disconnected: disconnecting from the worker
+    thread while CA threads deliver callbacks crashed the process. Closing the watch removes
+    its callbacks, and the next session reuses the channel.
+    """
 
     def __init__(self, name: str, on_value, on_connection):
         import epics
 
         self.name = name
-        self.pv = epics.PV(name, callback=on_value, connection_callback=on_connection,
-                           form="time", auto_monitor=True)
+        self.pv = epics.get_pv(name, form="time", auto_monitor=True)
+        self._on_connection = on_connection
+        self.pv.connection_callbacks.append(on_connection)
+        self._index = self.pv.add_callback(on_value)
+        if self.pv.connected:  # a cached channel: its connection and value events have passed
+            on_connection(pvname=name, conn=True, pv=self.pv)
+            on_value(pvname=name, value=self.pv.value, char_value=self.pv.char_value,
+                     timestamp=self.pv.timestamp)
 
     def close(self) -> None:
-        self.pv.clear_callbacks()
-        self.pv.disconnect()
+        self.pv.remove_callback(self._index)
+        if self._on_connection in self.pv.connection_callbacks:
+            self.pv.connection_callbacks.remove(self._on_connection)
 
 
 class StreamSession:

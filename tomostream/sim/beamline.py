@@ -400,9 +400,10 @@ class SimBeamline:
             if retake is not None:
                 if frame_type == "Projection":
                     frame_type = "DarkField" if retake.kind == "dark" else "FlatField"
-                    # stamped before the first frame of the new type is taken, as at a
-                    # beamline where FrameType changes before the detector is triggered
+                    # as at a beamline, FrameType changes (and is served) before the
+                    # detector takes the first frame of the new type
                     self.ioc.post({"FrameType": frame_type}, timestamp=time.time())
+                    self._ioc_thread.run_coroutine(self.ioc.flush(), timeout=2.0)
                 make = self.source.dark_frame if retake.kind == "dark" else self.source.flat_frame
                 frame = make(binning)
                 retake.frames.append(frame)
