@@ -4,13 +4,12 @@
   size, as CuPy's allocator does when the device is full (work space grows with the batch);
 - :func:`broken_device_backend`: kernels that raise a device error after some calls, as a
   CUDA launch does once the device has failed;
-- :func:`slow_backend`: kernels that take at least a given time per batch (a consumer slower
-  than the detector).
+- :func:`gated_backend`: kernels that wait for a gate to open (a consumer slower than the
+  detector, as slow as the test wants).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -72,12 +71,16 @@ def broken_device_backend(after_calls: int) -> Backend:
                    failures=(MemoryError, DeviceError))
 
 
-def slow_backend(seconds_per_batch: float) -> Backend:
-    """NumPy kernels that take at least ``seconds_per_batch`` [s] to pre-process each batch."""
+def gated_backend(gate, timeout: float = 30.0) -> Backend:
+    """NumPy kernels that pre-process a batch only once ``gate`` (a threading.Event) is set.
+
+    While the gate is closed the reconstructor is stuck in ``push``: a consumer infinitely
+    slower than the detector. ``timeout`` [s] bounds the wait, so a failing test never hangs.
+    """
 
     def preprocess(*args):
-        time.sleep(seconds_per_batch)
+        gate.wait(timeout)
         return _cpu_kernels.preprocess(*args)
 
-    return replace(_base(), reason="test backend slower than the detector",
+    return replace(_base(), reason="test backend that waits for a gate",
                    kernels=_kernels(preprocess=preprocess))

@@ -45,3 +45,35 @@ def start_recon(ca: Ca, server: StreamServer, timeout: float = 20.0) -> None:
     ca.put_nowait("StartRecon", 1)
     wait_until(lambda: server.ready, timeout,
                lambda: f"the server connected to the beamline: {ca.text('ReconStatus')!r}")
+
+
+class StatusLog:
+    """Every value a PV takes (a CA monitor), so that no short-lived message is missed.
+
+    It may be made before the server of the PV starts.
+
+    Parameters
+    ----------
+    name : str
+        Full PV name, e.g. ``<prefix>ReconStatus``.
+    """
+
+    def __init__(self, name: str):
+        import epics
+
+        self.texts: list[str] = []
+        self.pv = epics.PV(name, auto_monitor=True, callback=self._on_value)  # connects later
+
+    def _on_value(self, char_value=None, **kw) -> None:
+        self.texts.append(str(char_value))
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> str:
+        """The first value containing ``text``, waiting up to ``timeout`` [s] for it."""
+        def found():
+            return any(text in t for t in list(self.texts))
+
+        wait_until(found, timeout, lambda: f"{text!r} in {self.pv.pvname}: {self.texts[-8:]}")
+        return next(t for t in list(self.texts) if text in t)
+
+    def close(self) -> None:
+        self.pv.clear_callbacks()

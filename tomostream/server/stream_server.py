@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 
 from ..ioc import IocThread
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 FRAME_TYPE_WINDOW = 0.02
 #: Seconds between heartbeats (Watchdog set to WATCHDOG_RESET); well under WATCHDOG_RESET.
 HEARTBEAT_PERIOD = 1.5
+#: Age [s] of the worker's last counter report after which the heartbeat publishes them.
+STALE_REPORT = 1.0
 #: Keyword defaults of StreamServer -> PV suffix.
 DEFAULT_PVS = {
     "tomoscan_prefix": "TomoScanPVPrefix",
@@ -100,6 +103,9 @@ class StreamServer:
         ``(suffix, value)`` of accepted IOC writes, for the worker (and its session).
     stopping : threading.Event
         Set by :meth:`stop`.
+    degraded : int
+        Device failures (GPU out of memory, CUDA errors) the reconstruction engine answered
+        with smaller batches or the CPU; each is reported in ReconStatus.
     """
 
     def __init__(self, prefix: str = "2bmb:TomoStream:", ca_port: int = 0, backend: str = "auto", *,
@@ -129,6 +135,8 @@ class StreamServer:
         self._publisher = None
         self._publisher_name: str | None = None
         self._session: StreamSession | None = None
+        #: Device failures the engine answered with smaller batches or the CPU (all sessions).
+        self.degraded = 0
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> StreamServer:
@@ -209,11 +217,18 @@ class StreamServer:
         self.set_pvs({"ReconStatus": text[:255]})
 
     def _beat(self) -> None:
-        """Keep Watchdog up while the worker lives; when it has died, drop it at once."""
+        """Keep Watchdog up while the worker lives; when it has died, drop it at once.
+
+        Also reports, in ReconStatus, each fall-back the reconstruction engine made after a
+        device failure (smaller batches, the CPU).
+        """
         worker = self._worker
+        seen: tuple[object, int] = (None, 0)   # (reconstructor, degradations reported)
         while not self.stopping.is_set():
             if worker.is_alive():
                 self.set_pvs({"Watchdog": WATCHDOG_RESET})
+                seen = self._report_degradations(*seen)
+                self._report_for_busy_worker()
             elif not self.stopping.is_set():
                 log.error("the reconstruction worker has ended: ServerRunning goes to Stopped")
                 self.set_pvs({"Watchdog": 0, "ServerRunning": "Stopped",
@@ -221,6 +236,29 @@ class StreamServer:
                                              "unexpectedly; restart the server"})
                 return
             self.stopping.wait(HEARTBEAT_PERIOD)
+
+    def _report_for_busy_worker(self) -> None:
+        """Publish the frame counters when the worker has not for a while (stuck in a long
+        reconstruction step), so FramesReceived / FramesDropped keep telling the truth."""
+        session = self._session
+        if session is None or session.finished:
+            return
+        if time.monotonic() - session.last_status > STALE_REPORT:
+            self.set_pvs(session.counters.pvs(session.image))
+
+    def _report_degradations(self, rec, reported: int) -> tuple[object, int]:
+        """Show the engine's device fall-backs not reported yet; return what is reported now."""
+        session = self._session
+        current = getattr(session, "rec", None)
+        if current is None:
+            return rec, reported
+        if current is not rec:
+            rec, reported = current, 0
+        notes = list(current.degradations)
+        if len(notes) > reported:
+            self.status(f"Running: reconstruction degraded: {notes[-1]}")
+            self.degraded += len(notes) - reported
+        return rec, len(notes)
 
     # -- worker ------------------------------------------------------------------------------
     def _work(self) -> None:

@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,12 @@ class SimBeamline:
         Detector options, see :class:`~tomostream.sim.detector.DetectorOptions`.
     inclusion : {"grow", "move"} or Inclusion or None
         The part of the sample that changes during each scan.
+    interfaces : sequence of str, optional
+        Addresses the IOC binds (``EPICS_CAS_INTF_ADDR_LIST``, else loopback, by default); the
+        PVA channels bind ``EPICS_PVAS_INTF_ADDR_LIST``.
+    write_hosts : sequence of str, optional
+        Hosts (names or IP addresses) allowed to write the TomoScan PVs; every host may read.
+        None: no limit.
     """
 
     def __init__(self, prefix: str = "2bmb:TomoScanStream:", plugin_prefix: str = "2bmSP1:Pva1:",
@@ -115,7 +122,8 @@ class SimBeamline:
                  num_flat: int = 10, ring_size: int | None = None, dtype: str = "uint16",
                  photons: float = 0.0, zingers: float = 0.0, center_offset: float = 0.0,
                  read_noise: float = 2.0, intensity: float | None = None, cache_mb: float = 512.0,
-                 inclusion: str | Inclusion | None = "grow", seed: int = 0):
+                 inclusion: str | Inclusion | None = "grow", seed: int = 0,
+                 interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None):
         if scan_type not in SCAN_TYPES:
             raise BadParameter(f"scan_type={scan_type!r} is not one of {SCAN_TYPES}")
         if num_dark < 1 or num_flat < 1:
@@ -135,6 +143,8 @@ class SimBeamline:
         self.flat_channel = self.pva_prefix + "StreamFlatFields"
         self.theta_channel = self.pva_prefix + "StreamTheta"
         self.ca_port = int(ca_port)
+        self.interfaces = None if interfaces is None else list(interfaces)
+        self.write_hosts = None if write_hosts is None else list(write_hosts)
         self.sweep = sweep
         self.wrap_unique_id = bool(wrap_unique_id)
         self.num_dark, self.num_flat = int(num_dark), int(num_flat)
@@ -163,6 +173,9 @@ class SimBeamline:
         self.ioc = TomoScanStreamIOC(prefix, controller=self, ring_size=self.ring_size)
         self._ioc_thread: IocThread | None = None
         self.channels: PvaChannels | None = None
+        self._pva_lock = threading.Lock()          # channels, _down, _last_pv
+        self._down: set[str] = set()               # channels not served now (stop_pva)
+        self._last_pv: dict = {}
         #: frames published since start (all types) and time of the last one [monotonic s]
         self.frames_published = 0
         self.total_captured = 0
@@ -171,13 +184,15 @@ class SimBeamline:
     def start(self, timeout: float = 10.0) -> SimBeamline:
         """Serve the PVA channels and the IOC; return when both answer."""
         self._dark, self._flat = self._average("dark"), self._average("flat")
-        self.channels = PvaChannels()
         blank = np.zeros((self.options.height, self.options.width), self.source.dtype)
-        self.channels.add(self.image_channel, to_ntnda(blank, 0))
-        self.channels.add(self.dark_channel, field_pv(self._dark))
-        self.channels.add(self.flat_channel, field_pv(self._flat))
-        self.channels.add(self.theta_channel, theta_pv(self._theta))
-        self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port, name=f"sim-ioc {self.prefix}")
+        self._last_pv = {self.image_channel: to_ntnda(blank, 0), self.dark_channel: field_pv(self._dark),
+                         self.flat_channel: field_pv(self._flat),
+                         self.theta_channel: theta_pv(self._theta)}
+        self.channels = PvaChannels()
+        for name, pv in self._last_pv.items():
+            self.channels.add(name, pv)
+        self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port, interfaces=self.interfaces,
+                                     name=f"sim-ioc {self.prefix}", write_hosts=self.write_hosts)
         try:
             self._ioc_thread.start(timeout)
             deadline = time.monotonic() + timeout
@@ -212,6 +227,48 @@ class SimBeamline:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # ------------------------------------------------------------------ PVA faults
+    def stop_pva(self, channels: Sequence[str] | None = None) -> None:
+        """Take PV Access channels away, as a crashed or restarting detector IOC does.
+
+        Parameters
+        ----------
+        channels : sequence of str, optional
+            Names of the channels to remove (e.g. ``[sim.dark_channel]``); None stops the
+            whole PV Access server (images, dark, flat and theta). The detector keeps running:
+            frames taken meanwhile are not delivered (their uniqueIds are skipped), new dark,
+            flat and angle tables are kept and served by :meth:`start_pva`.
+        """
+        with self._pva_lock:
+            if channels is None:
+                self._down = set(self._last_pv)
+                self.channels.stop()
+                return
+            for name in channels:
+                if name not in self._last_pv:
+                    raise BadParameter(f"{name!r} is not a channel of this beamline")
+                if name not in self._down:
+                    self.channels.remove(name)
+                    self._down.add(name)
+
+    def start_pva(self) -> None:
+        """Serve again what :meth:`stop_pva` took away (a new PV Access server if it was stopped)."""
+        with self._pva_lock:
+            if self._down == set(self._last_pv) and not self.channels.names:
+                self.channels = PvaChannels()
+            for name in sorted(self._down):
+                self.channels.add(name, self._last_pv[name])
+            self._down.clear()
+
+    def _publish(self, name: str, pv) -> bool:
+        """Post ``pv`` on channel ``name``; whether it was served (not taken away by stop_pva)."""
+        with self._pva_lock:
+            self._last_pv[name] = pv
+            if name in self._down:
+                return False
+            self.channels.update(name, pv)
+            return True
 
     @property
     def scanning(self) -> bool:
@@ -335,12 +392,12 @@ class SimBeamline:
 
     def _publish_fields(self) -> None:
         self._dark, self._flat = self._average("dark"), self._average("flat")
-        self.channels.update(self.dark_channel, field_pv(self._dark))
-        self.channels.update(self.flat_channel, field_pv(self._flat))
+        self._publish(self.dark_channel, field_pv(self._dark))
+        self._publish(self.flat_channel, field_pv(self._flat))
 
     def _publish_theta(self, theta: np.ndarray) -> None:
         self._theta = theta
-        self.channels.update(self.theta_channel, theta_pv(theta))
+        self._publish(self.theta_channel, theta_pv(theta))
 
     def _prepare(self, theta: np.ndarray) -> None:
         def progress(done: int, total: int) -> None:
@@ -409,7 +466,7 @@ class SimBeamline:
                 retake.frames.append(frame)
             else:
                 frame = self.source.projection(theta[k], k, binning)
-            self.channels.update(self.image_channel, to_ntnda(frame, uid, time.time()))
+            self._publish(self.image_channel, to_ntnda(frame, uid, time.time()))
             self.frames_published += 1
             if retake is not None:
                 if len(retake.frames) >= retake.count:
@@ -445,10 +502,10 @@ class SimBeamline:
         field_ = np.mean(retake.frames, axis=0, dtype=np.float32)
         if retake.kind == "dark":
             self._dark = field_
-            self.channels.update(self.dark_channel, field_pv(field_))
+            self._publish(self.dark_channel, field_pv(field_))
         else:
             self._flat = field_
-            self.channels.update(self.flat_channel, field_pv(field_))
+            self._publish(self.flat_channel, field_pv(field_))
         with self._lock:
             self._retake = None
         self.ioc.post({"FrameType": "Projection",

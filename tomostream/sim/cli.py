@@ -22,7 +22,9 @@ import signal
 import sys
 import threading
 
+from ..epics_env import apply_env
 from ..errors import TomostreamError
+from ..ioc.access import LOOPBACK, bind_env, server_interfaces, split_hosts
 from .beamline import SimBeamline
 from .ioc import TomoScanStreamIOC
 
@@ -60,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-mb", type=float, default=512.0, help="memory for cached frames [MiB]")
     p.add_argument("--ca-port", type=int, default=None,
                    help="CA search port (default: EPICS_CA_SERVER_PORT or 5064)")
+    p.add_argument("--interfaces", default=None,
+                   help="addresses the CA and PVA servers bind [EPICS_CAS_INTF_ADDR_LIST, else 127.0.0.1]")
+    p.add_argument("--write-hosts", default=None,
+                   help="hosts (names or IP addresses, comma or space separated) allowed to write "
+                        "the TomoScan PVs; reads stay open [any host]")
     p.add_argument("--start-scan", action="store_true", help="start a scan right away")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return p
@@ -73,13 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     port = args.ca_port if args.ca_port is not None else int(os.environ.get("EPICS_CA_SERVER_PORT", 5064))
     stop = threading.Event()
     try:
+        interfaces = server_interfaces(args.interfaces, default=LOOPBACK)
+        apply_env(bind_env(interfaces))  # before pvapy's server reads it
         sim = SimBeamline(prefix=args.prefix, plugin_prefix=args.plugin_prefix, pva_prefix=args.pva_prefix,
                           width=args.size, height=args.height or args.size, fps=args.fps, step=args.step,
                           ca_port=port, data_dir=args.data_dir, num_angles=args.num_angles,
                           scan_type=args.scan_type, dtype=args.dtype, photons=args.photons,
                           zingers=args.zingers, center_offset=args.center_offset,
                           inclusion=args.inclusion, first_projid=args.first_projid,
-                          wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb)
+                          wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb,
+                          interfaces=interfaces, write_hosts=split_hosts(args.write_hosts) or None)
         sim.start()
     except (TomostreamError, OSError) as exc:
         print(f"tomostream sim: {exc}", file=sys.stderr)
