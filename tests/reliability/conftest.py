@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rel_helpers import Ca, channel_defaults, make_sim, wait_until
+from rel_helpers import Ca, StatusLog, channel_defaults, make_sim, wait_until
 
 from tomostream.server import StreamServer
 
@@ -55,3 +55,11 @@ def ca(stream_prefix):
 @pytest.fixture
 def sim_ca(sim_prefix):
     return Ca(sim_prefix)
+
+
+@pytest.fixture
+def status(stream_prefix):
+    """Every value ReconStatus takes (a CA monitor)."""
+    log = StatusLog(stream_prefix + "ReconStatus")
+    yield log
+    log.close()

@@ -15,20 +15,13 @@ import numpy as np
 import pytest
 from failing_backends import broken_device_backend, gated_backend
 from p4p.client.thread import Context
-from rel_helpers import N, StatusLog, start_recon
+from rel_helpers import N, start_recon
 
 from tomostream.server import stream_server
 from tomostream.server.session import StreamSession
 
 #: Frames in 180 degrees at the beamline's RotationStep.
 HALF = 60
-
-
-@pytest.fixture
-def status(stream_prefix):
-    log = StatusLog(stream_prefix + "ReconStatus")
-    yield log
-    log.close()
 
 
 @pytest.fixture
