@@ -76,7 +76,7 @@ def run_size(size: int, args) -> dict:
     sim_prefix, srv_prefix = f"bs{size}S:", f"bs{size}T:"
     cmd = [sys.executable, "-m", "tomostream.sim.cli", "--prefix", sim_prefix,
            "--plugin-prefix", f"bs{size}P:", "--size", str(size), "--fps", str(args.start_rate),
-           "--step", str(args.step), "--num-angles", "100000000", "--inclusion", "none",
+           "--step", str(args.step), "--num-angles", str(args.num_angles), "--inclusion", "none",
            "--photons", "0", "--cache-mb", str(args.cache_mb), "--ca-port", str(SIM_PORT),
            "--start-scan"]
     sim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=1.25, help="rate step factor")
     parser.add_argument("--settle", type=float, default=1.5, help="seconds before measuring")
     parser.add_argument("--seconds", type=float, default=4.0, help="measuring window [s]")
+    parser.add_argument("--num-angles", type=int, default=200000,
+                        help="frames in the simulated scan (its theta table) [%(default)s]")
     parser.add_argument("--cache-mb", type=float, default=512.0, help="simulator frame cache")
     parser.add_argument("--frame-type-window", type=float, default=FRAME_TYPE_WINDOW,
                         help="server hold before frames are used [s]")

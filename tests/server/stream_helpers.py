@@ -10,16 +10,23 @@ import pytest
 from tomostream.ioc.tomostream_ioc import STATUS_LENGTH
 
 
+def wait_for(predicate, timeout=10.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` [s] passes; return whether it became true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def wait_until(predicate, timeout=10.0, what="condition"):
     """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds.
 
     ``what`` names the condition in the failure message; a callable is called then.
     """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
-        time.sleep(0.05)
+    if not wait_for(predicate, timeout):
+        pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
 
 
 class Ca:

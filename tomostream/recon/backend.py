@@ -60,11 +60,18 @@ class Backend:
         the copy runs at full bus speed; the pool recycles it once the array is released)."""
         if self.name != "cupy":
             return np.asarray(a)
-        import cupyx
-
-        out = cupyx.empty_pinned(a.shape, dtype=a.dtype)
+        out = self.empty_host(a.shape, a.dtype)
         a.get(out=out)
         return out
+
+    def empty_host(self, shape, dtype) -> np.ndarray:
+        """An uninitialised host array that :meth:`asarray` and uploads copy fastest from
+        (page-locked on a GPU; plain NumPy memory on the CPU)."""
+        if self.name != "cupy":
+            return np.empty(shape, dtype=dtype)
+        import cupyx
+
+        return cupyx.empty_pinned(shape, dtype=dtype)
 
     def free_bytes(self) -> int | None:
         """Free device memory [bytes] (``None`` on the host: not checked)."""

@@ -418,6 +418,15 @@ class OrthoReconstructor:
             self._stale_sums = False
             self._since_rebuild = 0
 
+    def host_frames(self, count: int, dtype=np.uint16) -> np.ndarray:
+        """An empty ``(count, height, width)`` host array that :meth:`push` reads fastest.
+
+        On a GPU it is page-locked, so a push copies it to the device directly instead of
+        through a staging copy; fill it (``np.stack(frames, out=...)``) and push it. It may be
+        refilled as soon as :meth:`push` returns.
+        """
+        return self._be.empty_host((int(count), self.height, self.width), np.dtype(dtype))
+
     def synchronize(self) -> None:
         """Wait until all queued device work is done (no-op on the CPU)."""
         if self.backend == "cupy":

@@ -105,6 +105,10 @@ class StreamSession:
         self.new_size_run = 0
         self.dirty = False
         self.last_publish = 0.0
+        #: Seconds the last publication took (image, markers, PVA update).
+        self.publish_cost = 0.0
+        #: Host buffer the frames of a push are stacked in (see _stage).
+        self.staging: np.ndarray | None = None
         self.last_status = 0.0
         self.work_time = 0.0
         self.pending_times: list[float] = []
@@ -227,7 +231,7 @@ class StreamSession:
         if self.held:
             wait = min(wait, self.held[0][0] - now)
         if self.dirty:
-            wait = min(wait, self.last_publish + self.srv.min_interval - now)
+            wait = min(wait, self.last_publish + self.publish_interval - now)
         room = max(self.srv.batch_max - len(self.held), 1)
         first = self.image.get(timeout=max(wait, 0.0)) if wait > 0 or not self.held else None
         arrived = ([first] if first is not None else []) + self.image.drain(room - 1)
@@ -408,7 +412,7 @@ class StreamSession:
             self.counters.bad += len(arrays)
             return
         try:
-            self.rec.push(np.stack(arrays), np.asarray(angles, dtype=np.float64))
+            self.rec.push(self._stage(arrays), np.asarray(angles, dtype=np.float64))
         except (BadFrame, ValueError) as exc:
             self.counters.bad += len(arrays)
             self.srv.status(f"Running: {len(arrays)} frames refused: {exc}")
@@ -417,9 +421,24 @@ class StreamSession:
         self.pending_times.extend(times)
         self.dirty = True
 
+    def _stage(self, arrays: list) -> np.ndarray:
+        """``arrays`` stacked in the reconstructor's host buffer (page-locked on a GPU, so the
+        frames are copied once on the host, not twice)."""
+        k, dtype = len(arrays), arrays[0].dtype
+        buf = self.staging
+        if buf is None or buf.shape[0] < k or buf.shape[1:] != arrays[0].shape or buf.dtype != dtype:
+            buf = self.staging = self.rec.host_frames(max(k, self.srv.batch_max), dtype)
+        return np.stack(arrays, out=buf[:k])
+
+    @property
+    def publish_interval(self) -> float:
+        """Seconds between published updates: at most ``max_rate`` per second, and publishing
+        (large at 2048^2: 50 MB per image) takes at most a third of the worker's time."""
+        return max(self.srv.min_interval, 2.0 * self.publish_cost)
+
     def _maybe_publish(self) -> None:
         now = time.monotonic()
-        if not self.dirty or self.rec is None or now - self.last_publish < self.srv.min_interval:
+        if not self.dirty or self.rec is None or now - self.last_publish < self.publish_interval:
             return
         t0 = time.perf_counter()
         image = self.rec.image()
@@ -429,6 +448,7 @@ class StreamSession:
         except TomostreamError as exc:
             self.srv.status(f"Running: cannot publish the slices: {exc}")
         published = time.time()
+        self.publish_cost = time.perf_counter() - t0
         self.srv.latency.add(self.pending_times, published)
         self.pending_times = []
         self.work_time += time.perf_counter() - t0
