@@ -76,8 +76,17 @@ class IocThread:
             log.exception("IOC %s stopped with an error", self.name)
         finally:
             self._ready.set()
+            self._cancel_leftover_tasks()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+    def _cancel_leftover_tasks(self, timeout: float = 2.0) -> None:
+        """Cancel tasks caproto leaves behind (circuit queues), so none is destroyed pending."""
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
 
     async def _serve(self) -> None:
         ctx = self._context = ClientAddressContext(self.pvdb, self.interfaces)
