@@ -65,8 +65,9 @@ class _CaWatch:
         self._index = self.pv.add_callback(on_value)
         if self.pv.connected:  # a cached channel: its connection and value events have passed
             on_connection(pvname=name, conn=True, pv=self.pv)
-            on_value(pvname=name, value=self.pv.value, char_value=self.pv.char_value,
-                     timestamp=self.pv.timestamp)
+            if self.pv.value is not None:  # connected, first monitor value maybe not yet in
+                on_value(pvname=name, value=self.pv.value, char_value=self.pv.char_value,
+                         timestamp=self.pv.timestamp)
 
     def close(self) -> None:
         self.pv.remove_callback(self._index)
