@@ -80,3 +80,34 @@ def test_cpu_out_of_memory_is_not_hidden(frames, monkeypatch):
     monkeypatch.setattr(rec._be.kernels, "preprocess", no_memory)
     with pytest.raises(MemoryError, match="host out of memory"):
         rec.push(*frames)
+
+
+@pytest.mark.gpu
+def test_real_gpu_out_of_memory_is_survived(frames):
+    """On a GPU: the device filled by another allocation, the next push still succeeds."""
+    import cupy as cp
+
+    data, angles = frames
+    rec = OrthoReconstructor(N, NZ, P, backend="cupy", batch=8)
+    rec.push(data[:10], angles[:10])
+    pool = cp.get_default_memory_pool()
+    pool.free_all_blocks()
+    hog, size = [], 1 << 32
+    while size >= 512:                             # take every byte the device has left
+        try:
+            hog.append(cp.empty(size, dtype=cp.uint8))
+        except cp.cuda.memory.OutOfMemoryError:
+            size //= 2
+    try:
+        rec.push(data[10:], angles[10:])
+        image = rec.image()
+    finally:
+        del hog
+        pool.free_all_blocks()
+    assert any("OutOfMemoryError" in d for d in rec.degradations), rec.degradations
+    # smaller batches where the freed staging buffers make room, else the CPU
+    assert "OutOfMemoryError" in rec.backend_reason
+    assert rec.backend == "numpy" or "batches of" in rec.degradations[-1]
+    assert rec.filled == P
+    want = reference(frames)
+    np.testing.assert_allclose(image, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())

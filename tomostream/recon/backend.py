@@ -38,7 +38,8 @@ class Backend:
         Human-readable device name.
     failures : tuple of exception types
         Errors that mean the device ran out of memory or failed (CuPy: ``MemoryError``, which
-        CuPy's ``OutOfMemoryError`` is, and the CUDA runtime, driver and compiler errors).
+        CuPy's ``OutOfMemoryError`` is, and the CUDA runtime, driver, compiler and cuFFT
+        errors; cuFFT reports a plan it has no memory for as ``CUFFT_ALLOC_FAILED``).
         :class:`~tomostream.recon.OrthoReconstructor` answers them with smaller batches, then
         the NumPy backend.
     """
@@ -116,7 +117,7 @@ def _cupy() -> Backend:
     name = cp.cuda.runtime.getDeviceProperties(dev.id)["name"]
     name = name.decode() if isinstance(name, bytes) else str(name)
     failures = (MemoryError, cp.cuda.runtime.CUDARuntimeError, cp.cuda.driver.CUDADriverError,
-                cp.cuda.compiler.CompileException)
+                cp.cuda.compiler.CompileException, cp.cuda.cufft.CuFFTError)
     return Backend("cupy", "", cp, _gpu_kernels, cupyx.scipy.ndimage, f"{name} (device {dev.id})",
                    failures)
 

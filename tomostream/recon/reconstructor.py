@@ -113,6 +113,18 @@ class OrthoReconstructor:
         self._stale_processing = False
         self._stale_sums = False
 
+    def _resize_uploader(self, batch: int) -> bool:
+        """Staging buffers for batches of ``batch`` frames (GPU); whether the device had room."""
+        if self._uploader is None:
+            return True
+        self._uploader = None                      # its device memory goes back to the pool first
+        try:
+            item = 4 * (self.height * self.width + 8 * batch + 1024)
+            self._uploader = self._be.kernels.Uploader(batch * item, self._stream)
+        except self._be.failures:
+            return False
+        return True
+
     def _fallback_backend(self, be, exc: BaseException, doing: str):
         """The NumPy backend after ``be`` failed with ``exc`` while ``doing``; noted."""
         note = (f"{be.name} on {be.device} failed while {doing} ({type(exc).__name__}: {exc}); "
@@ -129,15 +141,12 @@ class OrthoReconstructor:
         """
         be = self._be
         self._stale_sums = True                      # a failed step may have left sums half-updated
-        if self._batch > 1:
+        if self._batch > 1 and self._resize_uploader(self._batch // 2):
             old, self._batch = self._batch, self._batch // 2
             note = (f"{type(exc).__name__} on {be.name} while {doing} with batches of {old}: "
                     f"batches of {self._batch} now")
             self.degradations.append(note)
             self.backend_reason = f"{be.reason}; {note}"
-            if self._uploader is not None:
-                item = 4 * (self.height * self.width + 8 * self._batch + 1024)
-                self._uploader = be.kernels.Uploader(self._batch * item, self._stream)
             return
         if be.name == "numpy":
             raise exc
@@ -357,22 +366,23 @@ class OrthoReconstructor:
         self._counts["replaced"] += int(angles.size - keep.sum())
         self._counts["frames"] += int(angles.size)
         sel = np.nonzero(keep)[0]
-        start = 0
-        while start < sel.size:
-            part = sel[start:start + self._batch]
-            size = part.size
-            if part[-1] - part[0] == part.size - 1:            # contiguous: a view, no host copy
-                part = slice(part[0], part[-1] + 1)
+        start = 0                                              # frames of `sel` pushed so far
+        while True:
             try:
                 with self._stream:
                     self._ensure_raw(frames.dtype)
-                    self._push_batch(frames[part], angles[part], slots[part])
+                    while start < sel.size:
+                        part = sel[start:start + self._batch]
+                        size = part.size
+                        if part[-1] - part[0] == part.size - 1:    # contiguous: a view, no copy
+                            part = slice(part[0], part[-1] + 1)
+                        self._push_batch(frames[part], angles[part], slots[part])
+                        start += size
                     if self._uploader is not None:
                         self._uploader.wait()                  # the caller may reuse `frames` now
-            except self._be.failures as exc:
+                return
+            except self._be.failures as exc:                   # retried from the failed batch
                 self._degrade(exc, "adding frames")
-                continue
-            start += size
 
     def _push_batch(self, frames: np.ndarray, angles: np.ndarray, slots: np.ndarray) -> None:
         old = ~np.isnan(self._angle[slots])
