@@ -10,7 +10,7 @@ import sys
 import epics
 import pytest
 from caproto import AccessRights
-from rel_helpers import Ca
+from rel_helpers import Ca, make_sim
 
 from tomostream.epics_env import free_port
 from tomostream.errors import BadParameter
@@ -115,3 +115,19 @@ def test_serve_command_refuses_a_bad_interface():
     out = subprocess.run([sys.executable, "-m", "tomostream.cli", "serve", "--interfaces", "eth0"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "'eth0' is not an IP address" in out.stderr
+
+
+def test_simulated_tomoscan_ioc_takes_the_same_allow_list(sim_prefix, unique_prefix, sim_ca_port,
+                                                          wait_until):
+    with make_sim(sim_prefix, unique_prefix, sim_ca_port, write_hosts=[OTHER_HOST]):
+        step = epics.PV(sim_prefix + "RotationStep")
+        assert step.wait_for_connection(5.0)
+        wait_until(lambda: step.read_access and not step.write_access, 5.0, "read-only rights")
+        assert_write_refused(step, 1.0)
+        assert Ca(sim_prefix).get("RotationStep") == 3.0
+
+
+def test_sim_command_refuses_a_bad_interface():
+    out = subprocess.run([sys.executable, "-m", "tomostream.cli", "sim", "--interfaces", "eth0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "'eth0' is not an IP address" in out.stderr
