@@ -16,9 +16,14 @@ Nothing here is fatal to the server: bad frames are counted, vanished servers ar
 ``ReconStatus`` and followed again when they come back.
 
 Threads: the IOC's event loop (caproto), one worker that owns the reconstructor and all
-stream connections, and a heartbeat that keeps ``Watchdog`` up while the worker lives. The IOC
-hands accepted writes to the worker through a queue; the worker writes status PVs through the
-IOC loop (``IocThread.run_coroutine``).
+stream connections, and a heartbeat that keeps ``Watchdog`` up while the worker lives (and
+drops ``ServerRunning`` at once when it has died), reports the engine's fall-backs after a
+device failure, and publishes the frame counters while the worker is stuck in a long step. The
+IOC hands accepted writes to the worker through a queue; the worker writes status PVs through
+the IOC loop (``IocThread.run_coroutine``).
+
+Access: the IOC binds ``interfaces`` and may let only ``write_hosts`` write its PVs
+(:mod:`tomostream.ioc.access`).
 """
 
 from __future__ import annotations
