@@ -10,7 +10,7 @@ import sys
 import epics
 import pytest
 from caproto import AccessRights
-from rel_helpers import Ca, make_sim
+from rel_helpers import Ca, make_sim, wait_until
 
 from tomostream.epics_env import free_port
 from tomostream.errors import BadParameter
@@ -22,10 +22,16 @@ from tomostream.ioc.tomostream_ioc import TomoStreamIOC
 OTHER_HOST = "192.0.2.77"
 
 
-def connectable(host: str, port: int) -> bool:
+def accepts(thread: IocThread, host: str) -> bool:
+    """Whether the IOC accepts a TCP connection on ``host``; an accepted one is closed again
+    and its end seen by the IOC, so nothing is left open when it stops."""
     with socket.socket() as s:
         s.settimeout(2.0)
-        return s.connect_ex((host, port)) == 0
+        if s.connect_ex((host, thread.tcp_port)) != 0:
+            return False
+        wait_until(lambda: thread.client_count == 1, 5.0, "the circuit opened")
+    wait_until(lambda: thread.client_count == 0, 5.0, "the circuit closed")
+    return True
 
 
 def assert_write_refused(pv: epics.PV, value) -> None:
@@ -59,8 +65,8 @@ def test_ioc_listens_only_on_its_interface(unique_prefix):
     port = free_port("127.0.0.2")
     ioc = TomoStreamIOC(f"{unique_prefix}BIND:")
     with IocThread(ioc.pvdb, port=port, interfaces=["127.0.0.2"], name="bind") as thread:
-        assert connectable("127.0.0.2", thread.tcp_port)
-        assert not connectable("127.0.0.1", thread.tcp_port)
+        assert accepts(thread, "127.0.0.2")
+        assert not accepts(thread, "127.0.0.1")
 
 
 def test_unlisted_client_reads_but_cannot_write(make_server, ca, stream_prefix, wait_until):

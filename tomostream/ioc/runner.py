@@ -123,6 +123,11 @@ class IocThread:
         return None if self._context is None else self._context.port
 
     @property
+    def client_count(self) -> int:
+        """Channel Access clients (circuits) connected now."""
+        return 0 if self._context is None else len(self._context.circuits)
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
