@@ -17,20 +17,20 @@ from caproto import CaprotoConversionError, ChannelType, SkipWrite
 from caproto.server import PVGroup, PvpropertyEnum, SubGroup, pvproperty
 
 from ..errors import BadParameter
-from . import records  # noqa: F401  (registers the "busy" record type)
+from .records import (
+    DONE_ACQUIRE,
+    NO_YES,
+    STOPPED_RUNNING,
+    WATCHDOG_PERIOD,
+    WATCHDOG_RESET,
+    count_down,
+    follow_watchdog,
+)
 
 #: Enum strings, index = value written by clients.
 FILTER_TYPES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
 DEZINGER_TYPES = ("None", "", "Radius 2", "Radius 3", "Radius 4")
 RING_REMOVAL_TYPES = ("None", "fw")
-NO_YES = ("No", "Yes")
-DONE_ACQUIRE = ("Done", "Acquire")
-STOPPED_RUNNING = ("Stopped", "Running")
-
-#: Seconds a watchdog value of 1 lasts; the IOC decrements Watchdog once per period.
-WATCHDOG_PERIOD = 1.0
-#: Value the server writes to Watchdog on each heartbeat.
-WATCHDOG_RESET = 5
 
 STATUS_LENGTH = 256
 _PV_NAME = re.compile(r"^[A-Za-z0-9_:.\-\[\]<>;{}$]+$")
@@ -305,16 +305,11 @@ class Control(_Part):
 
     @Watchdog.putter
     async def Watchdog(self, instance, value):
-        value = max(float(value), 0.0) if math.isfinite(float(value)) else 0.0
-        running = STOPPED_RUNNING[value > 0]
-        if self.ServerRunning.value != running:
-            await self.ServerRunning.write(running)
-        return value
+        return await follow_watchdog(self.ServerRunning, value)
 
     @Watchdog.scan(period=WATCHDOG_PERIOD)
     async def Watchdog(self, instance, async_lib):
-        if instance.value > 0:
-            await instance.write(instance.value - 1)
+        await count_down(instance)
 
 
 class TomoStreamIOC(PVGroup):

@@ -35,7 +35,8 @@ import time
 from collections.abc import Sequence
 
 from ..ioc import IocThread
-from ..ioc.tomostream_ioc import WATCHDOG_RESET, TomoStreamIOC
+from ..ioc.records import WATCHDOG_RESET
+from ..ioc.tomostream_ioc import TomoStreamIOC
 from ..pva.publisher import ReconPublisher
 from ..pva.server import PvaChannels
 from .frames import LatencyStats

@@ -21,21 +21,24 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from ..errors import TomostreamError
 from ..io.dxfile import check_file_name
-from ..ioc import records  # noqa: F401  (registers the "busy" record type)
+from ..ioc.records import (
+    DONE_ACQUIRE,
+    NO_YES,
+    STOPPED_RUNNING,
+    WATCHDOG_PERIOD,
+    WATCHDOG_RESET,
+    count_down,
+    follow_watchdog,
+)
 from .scan import SCAN_TYPES
 
 FRAME_TYPES = ("DarkField", "FlatField", "Projection")
 BINNINGS = ("1x", "2x", "4x")
-DONE_ACQUIRE = ("Done", "Acquire")
 DONE_CAPTURE = ("Done", "Capture")
 DONE_RETAKE = ("Done", "Retake")
 DONE_SYNC = ("Done", "Sync")
-NO_YES = ("No", "Yes")
-STOPPED_RUNNING = ("Stopped", "Running")
 TEXT_LENGTH = 256
 PATH_LENGTH = 1024
-WATCHDOG_PERIOD = 1.0
-WATCHDOG_RESET = 5
 MAX_ANGLES = 10_000_000
 
 
@@ -183,16 +186,11 @@ class ScanControl(_Part):
 
     @Watchdog.putter
     async def Watchdog(self, instance, value):
-        value = max(float(value), 0.0) if math.isfinite(float(value)) else 0.0
-        running = STOPPED_RUNNING[value > 0]
-        if self.ServerRunning.value != running:
-            await self.ServerRunning.write(running)
-        return value
+        return await follow_watchdog(self.ServerRunning, value)
 
     @Watchdog.scan(period=WATCHDOG_PERIOD)
     async def Watchdog(self, instance, async_lib):
-        if instance.value > 0:
-            await instance.write(instance.value - 1)
+        await count_down(instance)
 
     @ScanStatus.startup
     async def ScanStatus(self, instance, async_lib):
