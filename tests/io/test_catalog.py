@@ -43,8 +43,6 @@ def test_runs_recorded_and_survive_restart(data_dir):
 
 
 def test_databroker_view(data_dir):
-    # databroker's v1 view imports 'humanize', which databroker does not declare
-    pytest.importorskip("humanize", reason="databroker.Broker needs the 'humanize' package")
     from databroker import Broker
 
     catalog = open_catalog(data_dir=data_dir)
