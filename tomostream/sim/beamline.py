@@ -235,17 +235,15 @@ class SimBeamline:
         Parameters
         ----------
         channels : sequence of str, optional
-            Names of the channels to remove (e.g. ``[sim.dark_channel]``); None stops the
-            whole PV Access server (images, dark, flat and theta). The detector keeps running:
-            frames taken meanwhile are not delivered (their uniqueIds are skipped), new dark,
-            flat and angle tables are kept and served by :meth:`start_pva`.
+            Names of the channels to remove (e.g. ``[sim.dark_channel]``); None removes all of
+            them (images, dark, flat and theta), as a detector IOC that restarts does. The
+            server itself keeps running: a second pvapy server started in one process was
+            found unreliably afterwards. The detector keeps running: frames taken meanwhile
+            are not delivered (their uniqueIds are skipped), new dark, flat and angle tables
+            are kept and served by :meth:`start_pva`.
         """
         with self._pva_lock:
-            if channels is None:
-                self._down = set(self._last_pv)
-                self.channels.stop()
-                return
-            for name in channels:
+            for name in (self._last_pv if channels is None else channels):
                 if name not in self._last_pv:
                     raise BadParameter(f"{name!r} is not a channel of this beamline")
                 if name not in self._down:
@@ -253,10 +251,8 @@ class SimBeamline:
                     self._down.add(name)
 
     def start_pva(self) -> None:
-        """Serve again what :meth:`stop_pva` took away (a new PV Access server if it was stopped)."""
+        """Serve again, with their latest values, the channels :meth:`stop_pva` took away."""
         with self._pva_lock:
-            if self._down == set(self._last_pv) and not self.channels.names:
-                self.channels = PvaChannels()
             for name in sorted(self._down):
                 self.channels.add(name, self._last_pv[name])
             self._down.clear()
