@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 #: How late a FrameType change may reach us after the frames it concerns [s]: frames are
 #: held this long, and a frame within this much of a change of FrameType is not used.
 #: FrameType (CA) and frames (PVA) carry the beamline's timestamps, so this need only
-#: cover the delivery of one CA update; it adds to the latency of every frame.
-FRAME_TYPE_WINDOW = 0.02
+#: cover the delivery of one CA update, but on a busy 2-core machine that took over 20 ms
+#: (dark frames leaked into the buffer); it adds to the latency of every frame.
+FRAME_TYPE_WINDOW = 0.1
 #: Seconds between heartbeats (Watchdog set to WATCHDOG_RESET); well under WATCHDOG_RESET.
 HEARTBEAT_PERIOD = 1.5
 #: Age [s] of the worker's last counter report after which the heartbeat publishes them.
