@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     from bluesky import RunEngine
 
-    from .devices import TomoScanStream, TomoStream, release
+    from .devices import TomoScanStream, TomoStream
     from .io import catalog as cat
     from .liveview import LiveView
     from .plans import ChangeDetector, stream_scan
@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             view.show(tomostream.recon.get())
             png = view.save(out / "final_slices.png")
         finally:
-            release(tomostream, tomoscan)
+            tomostream.destroy()
+            tomoscan.destroy()
     run = catalog[uid]
     files = []
     if "capture" in run:

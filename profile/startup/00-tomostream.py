@@ -34,7 +34,7 @@ else:
 from bluesky import RunEngine  # noqa: E402
 from bluesky.callbacks.best_effort import BestEffortCallback  # noqa: E402
 
-from tomostream.devices import TomoScanStream, TomoStream, release  # noqa: E402
+from tomostream.devices import TomoScanStream, TomoStream  # noqa: E402
 from tomostream.io import catalog as _cat  # noqa: E402
 from tomostream.io import open_catalog  # noqa: E402
 from tomostream.liveview import LiveView  # noqa: E402
@@ -59,7 +59,8 @@ tomoscan = TomoScanStream(TOMOSCAN_PREFIX, name="tomoscan")
 tomostream = TomoStream(TOMOSTREAM_PREFIX, name="tomostream")
 tomoscan.wait_for_connection(timeout=10)
 tomostream.wait_for_connection(timeout=10)
-at_shutdown(lambda: release(tomostream, tomoscan))  # hooks run last-registered first: devices, then servers
+at_shutdown(tomoscan.destroy)  # shutdown hooks run last-registered first: devices, then servers
+at_shutdown(tomostream.destroy)
 
 
 def live_view(max_rate: float = 5.0) -> LiveView:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tomostream.devices import TomoScanStream, release
+from tomostream.devices import TomoScanStream
 from tomostream.sim import SimBeamline
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,4 +39,4 @@ def test_pv_names_kinds_and_busy_records(sim, tmp_path):
         scan.wait(20)  # 50 frames at 50 frames/s
         assert dev.start_scan.get(use_monitor=False) == 0
     finally:
-        release(dev)
+        dev.destroy()

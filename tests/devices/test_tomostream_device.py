@@ -6,7 +6,7 @@ import pytest
 from ophyd import Kind
 from ophyd.utils import WaitTimeoutError
 
-from tomostream.devices import FILTER_NAMES, TomoStream, release
+from tomostream.devices import FILTER_NAMES, TomoStream
 from tomostream.errors import BadParameter
 from tomostream.ioc.tomostream_ioc import FILTER_TYPES
 
@@ -19,7 +19,7 @@ def device(tomostream_ioc):
     dev = TomoStream(prefix, name="ts")
     dev.wait_for_connection(timeout=10)
     yield dev
-    release(dev)
+    dev.destroy()
 
 
 def test_every_pv_name_is_served_by_the_ioc(tomostream_ioc):
@@ -30,7 +30,7 @@ def test_every_pv_name_is_served_by_the_ioc(tomostream_ioc):
     # every PV of the IOC has a component (nothing the IOC serves is out of reach)
     served = {name for name in group.pvdb if "." not in name}
     assert served == names
-    release(dev)
+    dev.destroy()
 
 
 def test_filter_names_match_the_ioc_enum():

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tomostream.demo import simulated_beamline
-from tomostream.devices import TomoScanStream, TomoStream, release
+from tomostream.devices import TomoScanStream, TomoStream
 from tomostream.io import catalog as cat
 
 #: Frames per scan and frame rate: a scan lasts NUM_ANGLES / FPS seconds.
@@ -45,4 +45,5 @@ def devices(beamline):
     tomoscan.wait_for_connection(timeout=10)
     tomostream.wait_for_connection(timeout=10)
     yield tomoscan, tomostream
-    release(tomostream, tomoscan)
+    tomostream.destroy()
+    tomoscan.destroy()
