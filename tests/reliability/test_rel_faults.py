@@ -124,7 +124,9 @@ def test_slow_consumer_drops_and_counts_and_never_blocks_the_pva_side(beamline, 
                                                                       sim_ca, wait_until):
     gate = threading.Event()
     queue_size = 8
-    server = make_server(backend=gated_backend(gate), queue_size=queue_size, batch_max=4)
+    # a 20 ms FrameType hold keeps the held frames within the allowance below
+    server = make_server(backend=gated_backend(gate), queue_size=queue_size, batch_max=4,
+                         frame_type_window=0.02)
     start_recon(ca, server)
     sim_ca.put("NumAngles", 4 * HALF)
     published = beamline.frames_published

@@ -114,7 +114,14 @@ class IocThread:
 
     def run_coroutine(self, coro, timeout: float | None = 5.0):
         """Run a coroutine in the IOC's loop from another thread and return its result."""
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if self.loop is None or self.loop.is_closed() or not self.running:
+            coro.close()  # never scheduled: close it rather than leave it un-awaited
+            raise RuntimeError(f"IOC {self.name!r} is not running")
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:
+            coro.close()
+            raise
         return fut.result(timeout)
 
     @property
