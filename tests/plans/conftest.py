@@ -12,7 +12,7 @@ from tomostream.devices import TomoScanStream, TomoStream
 from tomostream.io import catalog as cat
 
 #: Frames per scan and frame rate: a scan lasts NUM_ANGLES / FPS seconds.
-NUM_ANGLES = 600
+NUM_ANGLES = 1200
 FPS = 100.0
 
 
