@@ -47,14 +47,28 @@ def assert_stopped(tomoscan, tomostream):
     assert tomostream.start_recon.get(use_monitor=False) == 0
 
 
+class RecordingDetector(ChangeDetector):
+    """A change detector that remembers every relative change it computed."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.changes: list[float] = []
+
+    def __call__(self, image):
+        fired = super().__call__(image)
+        self.changes.append(self.last_change)
+        return fired
+
+
 def test_stream_scan_with_triggered_capture(RE, devices, catalog):
     tomoscan, tomostream = devices
-    trigger = ChangeDetector(threshold=1e-4, holdoff=60.0)
+    trigger = RecordingDetector(threshold=1e-4, holdoff=60.0)
     (uid,) = RE(stream_scan(tomoscan, tomostream, center=32.0, filter="ramp", ortho=(32, 32, 16),
                             capture_when=trigger, num_capture=20, pre_count=8, max_captures=1,
                             poll_period=0.25, md={"sample": "growing inclusion"}))
     assert_stopped(tomoscan, tomostream)
-    assert trigger.fired == 1
+    readings = len(RE.docs.named("event"))
+    assert trigger.fired == 1, f"changes {trigger.changes} over {readings} readings"
     (stop,) = RE.docs.named("stop")
     assert stop["exit_status"] == "success"
     assert stop["num_events"]["capture"] == 1

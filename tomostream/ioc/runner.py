@@ -13,6 +13,24 @@ from .access import ClientAddressContext, WriteAllowList, restrict_writes, serve
 log = logging.getLogger(__name__)
 
 
+class _UnheardBeacons(logging.Filter):
+    """Keep caproto's "Failed to send beacon" errors out of the logs.
+
+    A beacon bounces when no CA repeater listens on the beacon port (the usual case on a
+    workstation or a loopback-only demo). Clients still find the server by searching; the
+    bounce is logged at debug level instead of as an error with a traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to send beacon"):
+            return True
+        log.debug("CA beacons are not delivered (no repeater listening): %s", record.getMessage())
+        return False
+
+
+logging.getLogger("caproto.ctx").addFilter(_UnheardBeacons())
+
+
 class IocThread:
     """A caproto asyncio server running in a daemon thread with its own event loop.
 

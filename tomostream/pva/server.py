@@ -1,7 +1,11 @@
-"""One pvapy PV Access server holding any number of channels.
+"""PV Access channels served from this process, through one shared pvapy server.
 
 The simulated detector (image, dark, flat, theta) and the stream server (reconstruction) each
-own one :class:`PvaChannels`. Errors from pvapy become tomostream errors that name the channel.
+own one :class:`PvaChannels`. pvapy keeps the records of every ``PvaServer`` in one
+process-wide database, so two servers in one process would each answer for every channel
+(clients warn "More than one channel ... detected" and pick either); all
+:class:`PvaChannels` of a process therefore share one server, started with the first and
+stopped with the last. Errors from pvapy become tomostream errors that name the channel.
 """
 
 from __future__ import annotations
@@ -13,8 +17,34 @@ import pvaccess as pva
 from ..errors import BadParameter
 
 
+class _SharedServer:
+    """The process's one ``pvaccess.PvaServer``, counted by its users."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: pva.PvaServer | None = None
+        self._users = 0
+
+    def acquire(self) -> pva.PvaServer:
+        with self._lock:
+            if self._server is None:
+                self._server = pva.PvaServer()
+            self._users += 1
+            return self._server
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._server is not None:
+                server, self._server = self._server, None
+                server.stop()
+
+
+_SHARED = _SharedServer()
+
+
 class PvaChannels:
-    """A started ``pvaccess.PvaServer`` and the channels it serves.
+    """Channels served by the process's PV Access server (started on first use).
 
     The server listens on the interfaces of ``EPICS_PVAS_INTF_ADDR_LIST`` (see
     :mod:`tomostream.epics_env`). Methods are thread-safe.
@@ -27,7 +57,7 @@ class PvaChannels:
     """
 
     def __init__(self) -> None:
-        self._server = pva.PvaServer()
+        self._server = _SHARED.acquire()
         self._names: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = False
@@ -48,12 +78,12 @@ class PvaChannels:
         Raises
         ------
         BadParameter
-            When ``name`` is empty or already served.
+            When ``name`` is empty or already served (here or by another user of the server).
         """
         if not name:
             raise BadParameter("PVA channel name is empty")
         with self._lock:
-            if name in self._names:
+            if name in self._names or self._server.hasRecord(name):
                 raise BadParameter(f"PVA channel {name!r} is already served")
             self._server.addRecord(name, pv)
             self._names.add(name)
@@ -90,14 +120,15 @@ class PvaChannels:
             self._names.discard(name)
 
     def stop(self) -> None:
-        """Remove every channel and stop the server (idempotent)."""
+        """Remove every channel of this object (idempotent); the server stops with its last user."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
-            self._server.removeAllRecords()
+            for name in self._names:  # the server's other records belong to other users
+                self._server.removeRecord(name)
             self._names.clear()
-            self._server.stop()
+        _SHARED.release()
 
     def __enter__(self) -> PvaChannels:
         return self
