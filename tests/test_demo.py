@@ -24,7 +24,7 @@ def test_demo_runs_captures_and_saves_the_slices(tmp_path, unique_prefix, capsys
     assert ".h5" in capture_line
     catalog = open_catalog(data_dir=out / "catalog")  # the run is still there after the demo closed it
     assert catalog[uid].metadata["stop"]["exit_status"] == "success"
-    assert catalog[uid]["capture"]["capture_projections"].read().shape == (15, 32, 64)
+    assert catalog[uid]["capture"]["capture_projections"].read().shape == (1, 15, 32, 64)
     from tomostream.io.catalog import close_catalog
 
     close_catalog(out / "catalog")

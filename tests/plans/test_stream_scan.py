@@ -88,8 +88,8 @@ def test_stream_scan_with_triggered_capture(RE, devices, catalog):
     file_name = str(events["capture_file"].values[0])
     content = read_dxfile(file_name)
     projections = capture["capture_projections"].read()
-    assert projections.shape == (28, 32, 64)
-    np.testing.assert_array_equal(projections, content["data"])
+    assert projections.shape == (1, 28, 32, 64)  # (captures, frames, rows, columns)
+    np.testing.assert_array_equal(projections[0], content["data"])
     assert int(events["capture_pre_counted"].values[0]) == 8
     snapshot = capture["capture_slices"].read()
     assert snapshot.shape == (1, 64, 192)  # rows = max(width, height), columns = 3 * width

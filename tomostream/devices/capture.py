@@ -76,7 +76,7 @@ class CaptureRecorder:
         keys = {f"{self.name}_projections": (path, PROJECTIONS_DATASET, shape, dtype)}
         if slices is not None:
             snap = write_snapshot(path.with_suffix(".slices.h5"), slices)
-            keys[f"{self.name}_slices"] = (snap, SLICES_DATASET, [1, *np.shape(slices)],
+            keys[f"{self.name}_slices"] = (snap, SLICES_DATASET, list(np.shape(slices)),
                                            np.dtype(np.float32))
         describe = {key: {"source": f"file:{file}", "dtype": "array", "dtype_numpy": dt.str,
                           "shape": shp, "external": "STREAM:"}
@@ -92,8 +92,12 @@ class CaptureRecorder:
                                    "once per run")
         self._describe = self._describe or describe
         for key, (file, dataset, shp, _) in keys.items():
+            # one event holds a whole dataset: stacked, a key reads back as (captures, *shape),
+            # as long as the stream's other keys, chunked by frame
+            chunks = [1, *[1] * (len(shp) - 2), *shp[-2:]]
             bundle = compose_stream_resource(mimetype=HDF5, uri=f"file://localhost{file}", data_key=key,
-                                             parameters={"dataset": dataset, "chunk_shape": [1, *shp[1:]]})
+                                             parameters={"dataset": dataset, "join_method": "stack",
+                                                         "chunk_shape": chunks})
             self._docs.append(("stream_resource", bundle.stream_resource_doc))
             self._docs.append(("stream_datum", bundle.compose_stream_datum(indices={"start": 0, "stop": 1})))
         now = time.time()

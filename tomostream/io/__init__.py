@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from .catalog import catalog_writer, close_catalog, open_catalog, replay_spool
+from .catalog import broker_view, catalog_writer, close_catalog, open_catalog, replay_spool
 
-__all__ = ["open_catalog", "catalog_writer", "close_catalog", "replay_spool", "write_dxfile",
+__all__ = ["open_catalog", "broker_view", "catalog_writer", "close_catalog", "replay_spool", "write_dxfile",
            "read_dxfile"]
 
 

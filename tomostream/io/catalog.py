@@ -181,6 +181,32 @@ def open_catalog(uri: str | None = None, data_dir: str | os.PathLike | None = No
     return client[RUNS_KEY]
 
 
+def broker_view(catalog):
+    """databroker's v1 ``Broker`` on ``catalog``, for users of ``db[-1].table()`` habits.
+
+    ``databroker.Broker(catalog)`` would switch every Tiled client of the process to the
+    legacy (v2) run layout (bluesky-tiled-plugins edits a mapping its clients share); this
+    view gets a private copy, so ``catalog`` and later :func:`open_catalog` clients keep
+    reading runs as ``run["primary"]["det"]``.
+
+    Examples
+    --------
+    >>> db = broker_view(open_catalog())      # doctest: +SKIP
+    >>> db[-1].table()                         # doctest: +SKIP
+    """
+    from bluesky_tiled_plugins.clients.bluesky_run import BlueskyRunV2
+    from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
+    from databroker import Broker
+    from tiled.utils import OneShotCachedMap
+
+    shared = catalog.structure_clients
+    private = OneShotCachedMap({spec: (lambda spec=spec: shared[spec]) for spec in shared})
+    private.set("BlueskyRun", lambda: BlueskyRunV2)
+    # .v2 of the private catalog may edit ``private`` again, which no other client sees
+    view = CatalogOfBlueskyRuns(catalog.context, item=catalog.item, structure_clients=private)
+    return Broker(view)
+
+
 class _SpooledRun:
     """Documents of one run: to the catalog, and to a JSON-lines file once the catalog fails.
 
