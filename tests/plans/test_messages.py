@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tomostream.devices import TomoScanStream, TomoStream
-from tomostream.errors import BadParameter
+from tomostream.errors import BadParameter, ConnectionLost
 from tomostream.plans import ChangeDetector, capture, retake_dark, retake_flat, set_recon, stream_scan
 
 # devices are never connected here: plans only name them in messages
@@ -62,6 +62,7 @@ def test_stream_scan_table():
     assert rows == [
         ("stage", "tomoscan", ()), ("stage", "tomostream", ()),
         ("open_run", None, ()),
+        ("read", "tomostream_server_running", ()),       # the server is up
         ("set", "tomostream_center", (10.0,)), ("wait", None, ()),
         ("set", "tomoscan_stream_num_capture", (100,)), ("wait", None, ()),
         ("set", "tomoscan_stream_pre_count", (0,)), ("wait", None, ()),
@@ -69,6 +70,7 @@ def test_stream_scan_table():
         ("read", "tomostream_start_recon", ()),
         ("set", "tomoscan_start_scan", (1,)),
         ("checkpoint", None, ()),
+        ("read", "tomostream_server_running", ()),       # still up: read the status
         ("trigger", "tomostream", ()), ("trigger", "tomoscan", ()), ("wait", None, ()),
         ("create", None, ()), ("read", "tomostream", ()), ("read", "tomoscan", ()), ("save", None, ()),
         # finally: abort both and wait until both busy records read Done
@@ -181,3 +183,21 @@ def test_trigger_is_asked_only_once_the_buffer_is_full():
         msg = plan.send(reply)
     plan.close()
     assert recon_reads == 1 and len(seen) == 1
+
+
+def test_server_stopping_mid_scan_ends_the_plan_with_its_status_and_stops_the_scan():
+    """ServerRunning read as Stopped in the loop: a clear error, and the finally-stop still runs."""
+    readbacks = {"tomostream_server_running": iter(["Running", "Running", "Stopped"]),
+                 "tomostream_recon_status": iter(["worker ended unexpectedly: out of memory"])}
+    plan = stream_scan(SCAN, STREAM, poll_period=0.1)
+    commands = []
+    msg = next(plan)
+    with pytest.raises(ConnectionLost, match="ServerRunning = Stopped.*worker ended unexpectedly"):
+        while True:
+            commands.append((msg.command, getattr(msg.obj, "name", None)))
+            reply = None
+            if msg.command == "read" and msg.obj.name in readbacks:
+                reply = {msg.obj.name: {"value": next(readbacks[msg.obj.name]), "timestamp": 0.0}}
+            msg = plan.send(reply)
+    assert ("set", "tomoscan_abort_scan") in commands and ("close_run", None) in commands
+    assert commands.count(("create", None)) == 1  # one status event before the server stopped

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.utils import Msg, make_decorator
+from ophyd.utils.errors import DisconnectedError
 
 from ..errors import TomostreamTimeout
+
+log = logging.getLogger(__name__)
+
+#: What ophyd raises when a device's IOC is gone (reads, puts, put-completion waits).
+DISCONNECTED = (DisconnectedError, TimeoutError)
 
 #: Seconds to wait for TomoScan and TomoStream to report they have stopped [s].
 STOP_TIMEOUT = 10.0
@@ -37,11 +44,22 @@ def wait_for_value(signal, value, timeout: float = STOP_TIMEOUT,
 
 
 def stop_stream(tomoscan, tomostream) -> Generator[Msg, object, None]:
-    """Abort the scan and the reconstruction, then wait until both say they have stopped."""
-    yield from bps.abs_set(tomoscan.abort_scan, 1, wait=True)
-    yield from bps.abs_set(tomostream.abort_recon, 1, wait=True)
-    yield from wait_for_value(tomoscan.start_scan, 0)
-    yield from wait_for_value(tomostream.start_recon, 0)
+    """Abort the scan and the reconstruction, then wait until both say they have stopped.
+
+    A device whose PVs are gone (its IOC was killed) is skipped with a warning, so that the
+    other one is still stopped and the error that ended the plan is the one reported.
+    """
+    waiting = []
+    for device, abort, busy in ((tomoscan, tomoscan.abort_scan, tomoscan.start_scan),
+                                (tomostream, tomostream.abort_recon, tomostream.start_recon)):
+        try:
+            yield from bps.abs_set(abort, 1, wait=True)
+            waiting.append(busy)
+        except DISCONNECTED as exc:
+            log.warning("%s (%s*) is not connected, not stopped by this plan: %s", device.name,
+                        device.prefix, exc)
+    for busy in waiting:
+        yield from wait_for_value(busy, 0)
 
 
 def stream_stopped_wrapper(plan, tomoscan, tomostream):

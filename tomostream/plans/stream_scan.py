@@ -10,9 +10,9 @@ from bluesky import preprocessors as bpp
 from bluesky.utils import Msg
 
 from ..devices.capture import CaptureRecorder
-from ..errors import BadParameter
+from ..errors import BadParameter, ConnectionLost, TomostreamTimeout
 from .plan_stubs import CAPTURE_STREAM, capture, configure_capture, set_recon
-from .preprocessors import stream_stopped_decorator, wait_for_value
+from .preprocessors import DISCONNECTED, stream_stopped_decorator, wait_for_value
 from .triggers import as_trigger
 
 #: Seconds between two status readings (and trigger evaluations) during the scan [s].
@@ -28,6 +28,27 @@ def buffer_full(text: str | None) -> bool:
     except ValueError:
         return False
     return size > 0 and filled >= size
+
+
+def read_status(tomoscan, tomostream) -> Generator[Msg, object, None]:
+    """One ``primary`` event of both devices' status, once the stream server is known alive.
+
+    Raises
+    ------
+    ConnectionLost
+        When the stream server has stopped (ServerRunning = Stopped) or its PVs are gone (the
+        server was stopped or killed).
+    """
+    try:
+        running = yield from bps.rd(tomostream.server_running, default_value="Running")
+        if running != "Stopped":
+            yield from bps.trigger_and_read([tomostream, tomoscan])
+            return
+        status = yield from bps.rd(tomostream.recon_status, default_value="")
+    except DISCONNECTED as exc:
+        raise ConnectionLost(f"the stream server's PVs ({tomostream.prefix}*) are gone: the server "
+                             f"was stopped or killed ({type(exc).__name__}: {exc})") from exc
+    raise ConnectionLost(f"the stream server stopped (ServerRunning = Stopped): {status or 'no status'}")
 
 
 def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: float | None = None,
@@ -101,6 +122,12 @@ def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: 
     @bpp.run_decorator(md=_md)
     @stream_stopped_decorator(tomoscan, tomostream)
     def inner():
+        try:  # a server that has just started shows Running at its first heartbeat
+            yield from wait_for_value(tomostream.server_running, "Running", timeout=START_TIMEOUT)
+        except TomostreamTimeout:
+            raise ConnectionLost(f"the stream server of {tomostream.prefix} is not running "
+                                 f"(ServerRunning = Stopped for {START_TIMEOUT:g} s): start it "
+                                 "with `tomostream serve`") from None
         yield from set_recon(tomostream, center=center, filter=filter, ortho=ortho)
         yield from configure_capture(tomoscan, num_capture, pre_count)
         yield from bps.abs_set(tomostream.start_recon, 1, group="recon")
@@ -110,7 +137,7 @@ def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: 
         captures = 0
         while True:
             yield from bps.checkpoint()
-            yield from bps.trigger_and_read([tomostream, tomoscan])
+            yield from read_status(tomoscan, tomostream)
             scan_over = scan is not None and scan.done
             timed_out = duration is not None and time.monotonic() - start >= duration
             if scan_over or timed_out:

@@ -1,0 +1,44 @@
+"""A stream server that dies mid-scan ends RE(stream_scan(...)) with a clear error, TomoScan stopped.
+
+A module of its own: killing the server spends the module's beamline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from bluesky import RunEngine
+
+from tomostream.errors import ConnectionLost
+from tomostream.plans import stream_scan
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_server_killed_mid_scan_ends_the_run_with_a_clear_error(beamline, devices, caplog):
+    tomoscan, tomostream = devices
+    RE = RunEngine({})
+    stops = []
+    RE.subscribe(lambda name, doc: stops.append(doc) if name == "stop" else None)
+    events = []
+
+    def kill_after_two_readings(name, doc):
+        if name == "event" and doc["seq_num"] == 2 and not events:
+            events.append(doc)
+            # the whole server goes, IOC and PVA channels with it, as when its process is killed
+            threading.Thread(target=beamline.server.stop).start()
+
+    RE.subscribe(kill_after_two_readings)
+    with pytest.raises(ConnectionLost, match="stream server's PVs .* are gone"):
+        RE(stream_scan(tomoscan, tomostream, poll_period=0.2))
+    (stop,) = stops
+    assert stop["exit_status"] == "fail"
+    assert "stream server" in stop["reason"]
+    assert tomoscan.start_scan.get(use_monitor=False) == 0     # the scan was stopped all the same
+    assert "not stopped by this plan" in caplog.text             # TomoStream could not be told
+    deadline = time.monotonic() + 5.0
+    while beamline.sim.scanning and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not beamline.sim.scanning
