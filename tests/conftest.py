@@ -12,6 +12,7 @@ import os
 import uuid
 
 import pytest
+from helpers import Ca, wait_until
 
 from tomostream.epics_env import apply_env, free_port, loopback_env
 
@@ -59,3 +60,33 @@ def stream_ca_port() -> int:
 def unique_prefix() -> str:
     """A random PV prefix root, so concurrent runs never see each other's PVs."""
     return f"t{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture():
+    """:func:`helpers.wait_until`: poll a predicate, fail the test after a timeout."""
+    return wait_until
+
+
+@pytest.fixture
+def stream_prefix(unique_prefix):
+    """PV prefix of a stream server under test."""
+    return f"{unique_prefix}TS:"
+
+
+@pytest.fixture
+def sim_prefix(unique_prefix):
+    """PV prefix of a simulated beamline under test."""
+    return f"{unique_prefix}SIM:"
+
+
+@pytest.fixture
+def ca(stream_prefix):
+    """Channel Access shorthands on the stream server's PVs."""
+    return Ca(stream_prefix)
+
+
+@pytest.fixture
+def sim_ca(sim_prefix):
+    """Channel Access shorthands on the simulated TomoScan's PVs."""
+    return Ca(sim_prefix)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import time
 
 import pytest
 
@@ -38,17 +37,3 @@ def ioc(unique_prefix, stream_ca_port):
         yield group, thread, recorder
     finally:
         thread.stop()
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
-
-
-@pytest.fixture(name="wait_until")
-def wait_until_fixture():
-    return wait_until

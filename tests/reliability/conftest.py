@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from rel_helpers import Ca, StatusLog, channel_defaults, make_sim, wait_until
+from helpers import channel_defaults
+from rel_helpers import StatusLog, make_sim
 
 from tomostream.server import StreamServer
-
-
-@pytest.fixture(name="wait_until")
-def wait_until_fixture():
-    return wait_until
-
-
-@pytest.fixture
-def stream_prefix(unique_prefix):
-    return f"{unique_prefix}TS:"
-
-
-@pytest.fixture
-def sim_prefix(unique_prefix):
-    return f"{unique_prefix}SIM:"
 
 
 @pytest.fixture
@@ -47,14 +33,6 @@ def beamline(sim_prefix, unique_prefix, sim_ca_port):
         yield sim
 
 
-@pytest.fixture
-def ca(stream_prefix):
-    return Ca(stream_prefix)
-
-
-@pytest.fixture
-def sim_ca(sim_prefix):
-    return Ca(sim_prefix)
 
 
 @pytest.fixture

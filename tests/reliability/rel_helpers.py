@@ -1,35 +1,21 @@
-"""Helpers of the reliability tests: a small simulated beamline, server wiring, StartRecon.
+"""Helpers of the reliability tests: a small simulated beamline and StartRecon.
 
-The Channel Access shorthands and the polling helper are those of the stream server tests
-(``tests/server/stream_helpers.py``), re-exported here.
+The Channel Access shorthands and the polling helper are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from helpers import Ca, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
+from tomostream.server import StreamServer
+from tomostream.sim import SimBeamline
 
-from stream_helpers import Ca, wait_until  # noqa: E402
-
-from tomostream.server import StreamServer  # noqa: E402
-from tomostream.sim import SimBeamline  # noqa: E402
-
-__all__ = ["Ca", "channel_defaults", "make_sim", "start_recon", "wait_until"]
+__all__ = ["make_sim", "start_recon"]
 
 #: Frame size [pixels] and rate [frames/s] of the small beamline.
 N = 64
 STEP = 3.0          # 60 frames per 180 degrees
 FPS = 400.0
-
-
-def channel_defaults(stream_prefix: str, sim_prefix: str) -> dict[str, str]:
-    """StreamServer keywords that point its channel names at the beamline ``sim_prefix``."""
-    return dict(tomoscan_prefix=sim_prefix, image_pvap_name=sim_prefix + "PvaPluginPVPrefix",
-                dark_pva_name=sim_prefix + "StreamDarkFields",
-                flat_pva_name=sim_prefix + "StreamFlatFields",
-                theta_pva_name=sim_prefix + "StreamTheta", recon_pva_name=stream_prefix + "Recon")
 
 
 def make_sim(sim_prefix: str, unique_prefix: str, sim_ca_port: int, **options) -> SimBeamline:

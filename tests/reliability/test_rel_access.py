@@ -10,7 +10,8 @@ import sys
 import epics
 import pytest
 from caproto import AccessRights
-from rel_helpers import Ca, make_sim, wait_until
+from helpers import Ca, wait_until
+from rel_helpers import make_sim
 
 from tomostream.epics_env import free_port
 from tomostream.errors import BadParameter

@@ -11,9 +11,9 @@ import threading
 import epics
 import numpy as np
 import pytest
+from helpers import Ca, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stream_helpers import Ca, wait_until
 
 from tomostream.server import (
     FrameTypeHistory,

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pytest
+from helpers import Ca, wait_for, wait_until
 from p4p.client.thread import Context
-from stream_helpers import Ca, wait_for, wait_until
 
 from tomostream.pva.ntnda import to_ntnda
 from tomostream.recon.phantom import ortho_slices

@@ -1,4 +1,7 @@
-"""Helpers of the stream server tests: polling and Channel Access shorthands."""
+"""Helpers shared by the test suite: polling, Channel Access shorthands, server wiring.
+
+Importable as ``helpers`` from every test module (pytest puts tests/ on sys.path).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,14 @@ def wait_until(predicate, timeout=10.0, what="condition"):
     """
     if not wait_for(predicate, timeout):
         pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
+
+
+def channel_defaults(stream_prefix: str, sim_prefix: str) -> dict[str, str]:
+    """StreamServer keywords that point its channel names at the beamline ``sim_prefix``."""
+    return dict(tomoscan_prefix=sim_prefix, image_pvap_name=sim_prefix + "PvaPluginPVPrefix",
+                dark_pva_name=sim_prefix + "StreamDarkFields",
+                flat_pva_name=sim_prefix + "StreamFlatFields",
+                theta_pva_name=sim_prefix + "StreamTheta", recon_pva_name=stream_prefix + "Recon")
 
 
 class Ca:
