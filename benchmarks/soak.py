@@ -43,12 +43,12 @@ def rss_bytes(pid: int | None = None) -> int:
 
 
 def gpu_bytes() -> int | None:
-    """Bytes held by CuPy's memory pools in this process; None when CuPy is not in use."""
+    """Bytes held by CuPy's device memory pool in this process; None when CuPy is not in use."""
     cupy = sys.modules.get("cupy")
     if cupy is None:
         return None
-    return int(cupy.get_default_memory_pool().total_bytes()
-               + cupy.get_default_pinned_memory_pool().total_bytes())
+    # the device pool holds the GPU buffers; page-locked host buffers count in the RSS
+    return int(cupy.get_default_memory_pool().total_bytes())
 
 
 class ReconCounter:
