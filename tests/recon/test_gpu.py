@@ -85,3 +85,29 @@ def test_indices_beyond_32_bits():
 def test_buffer_too_large_for_the_card_is_refused():
     with pytest.raises(BadParameter, match="GiB"):
         OrthoReconstructor(width=4096, height=4096, buffer_size=20000, backend="cupy")
+
+
+def test_device_memory_stops_growing_whatever_the_push_sizes(phantom):
+    """Pushes of every size from 1 to 3 batches: once each chunk shape has been met, the
+    device pool (buffers and FFT plan work areas) holds no more memory."""
+    import cupy
+
+    _, gpu = pair()
+    pool = cupy.get_default_memory_pool()
+    angles = np.arange(300) * 1.7
+    frames = transmission(phantom, angles)
+    sizes = np.arange(1, 3 * gpu._batch + 1)
+
+    def push_all(order):
+        start = 0
+        for k in order:
+            idx = np.arange(start, start + k) % angles.size
+            gpu.push(frames[idx], angles[idx])
+            start += k
+        gpu.image()
+        gpu.synchronize()
+
+    push_all(sizes)
+    held = pool.total_bytes()
+    push_all(np.random.default_rng(1).permutation(sizes))
+    assert pool.total_bytes() == held

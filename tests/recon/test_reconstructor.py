@@ -319,3 +319,20 @@ def test_backend_choice():
         with pytest.raises(BackendUnavailable, match="CuPy"):
             OrthoReconstructor(width=8, height=4, buffer_size=4, backend="cupy")
         assert "NumPy" in auto.backend_reason
+
+
+def test_chunks_are_full_batches_then_powers_of_two():
+    from tomostream.recon.reconstructor import chunk_size
+
+    def chunks(n, batch):
+        out = []
+        while n:
+            out.append(chunk_size(n, batch))
+            n -= out[-1]
+        return out
+
+    assert chunks(77, 32) == [32, 32, 8, 4, 1]
+    assert chunks(5, 32) == [4, 1]
+    assert chunks(24, 24) == [24]
+    shapes = {k for n in range(1, 200) for k in chunks(n, 24)}
+    assert shapes == {24, 16, 8, 4, 2, 1}   # a handful of shapes, whatever the push sizes

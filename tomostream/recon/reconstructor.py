@@ -26,6 +26,16 @@ from tomostream.recon.params import ReconParams, default_params
 FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
+
+def chunk_size(remaining: int, batch: int) -> int:
+    """Frames in the next chunk of a push: a full ``batch``, else the largest power of two
+    that fits. However the frames arrive, the device then sees a handful of chunk shapes (so
+    a handful of FFT plans and work buffers), and its memory stops growing once it has met
+    them all instead of growing with every new remainder size."""
+    if remaining >= batch:
+        return batch
+    return 1 << (remaining.bit_length() - 1)
+
 class OrthoReconstructor:
     """Streaming filtered-backprojection of three orthogonal slices (parallel beam).
 
@@ -372,7 +382,7 @@ class OrthoReconstructor:
                 with self._stream:
                     self._ensure_raw(frames.dtype)
                     while start < sel.size:
-                        part = sel[start:start + self._batch]
+                        part = sel[start:start + chunk_size(sel.size - start, self._batch)]
                         size = part.size
                         if part[-1] - part[0] == part.size - 1:    # contiguous: a view, no copy
                             part = slice(part[0], part[-1] + 1)
