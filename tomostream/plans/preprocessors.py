@@ -15,8 +15,15 @@ from ..errors import TomostreamTimeout
 
 log = logging.getLogger(__name__)
 
-#: What ophyd raises when a device's IOC is gone (reads, puts, put-completion waits).
+#: What ophyd raises when a device's IOC is gone (reads, puts).
 DISCONNECTED = (DisconnectedError, TimeoutError)
+
+
+def device_gone(device, exc: Exception) -> bool:
+    """Whether ``exc`` (raised while talking to ``device``) means that its IOC is gone: a
+    disconnection error, or any failure (a put-completion that never came back, ...) after
+    which the device is found disconnected."""
+    return isinstance(exc, DISCONNECTED) or not device.connected
 
 #: Seconds to wait for TomoScan and TomoStream to report they have stopped [s].
 STOP_TIMEOUT = 10.0
@@ -54,12 +61,23 @@ def stop_stream(tomoscan, tomostream) -> Generator[Msg, object, None]:
                                 (tomostream, tomostream.abort_recon, tomostream.start_recon)):
         try:
             yield from bps.abs_set(abort, 1, wait=True)
-            waiting.append(busy)
-        except DISCONNECTED as exc:
-            log.warning("%s (%s*) is not connected, not stopped by this plan: %s", device.name,
-                        device.prefix, exc)
-    for busy in waiting:
-        yield from wait_for_value(busy, 0)
+            waiting.append((device, busy))
+        except Exception as exc:
+            if not device_gone(device, exc):
+                raise
+            _not_stopped(device, exc)
+    for device, busy in waiting:
+        try:
+            yield from wait_for_value(busy, 0)
+        except Exception as exc:  # its IOC may have gone after taking the abort
+            if not device_gone(device, exc):
+                raise
+            _not_stopped(device, exc)
+
+
+def _not_stopped(device, exc: Exception) -> None:
+    log.warning("%s (%s*) is not connected, not seen stopping by this plan: %s", device.name,
+                device.prefix, exc)
 
 
 def stream_stopped_wrapper(plan, tomoscan, tomostream):

@@ -12,7 +12,7 @@ from bluesky.utils import Msg
 from ..devices.capture import CaptureRecorder
 from ..errors import BadParameter, ConnectionLost, TomostreamTimeout
 from .plan_stubs import CAPTURE_STREAM, capture, configure_capture, set_recon
-from .preprocessors import DISCONNECTED, stream_stopped_decorator, wait_for_value
+from .preprocessors import device_gone, stream_stopped_decorator, wait_for_value
 from .triggers import as_trigger
 
 #: Seconds between two status readings (and trigger evaluations) during the scan [s].
@@ -45,7 +45,9 @@ def read_status(tomoscan, tomostream) -> Generator[Msg, object, None]:
             yield from bps.trigger_and_read([tomostream, tomoscan])
             return
         status = yield from bps.rd(tomostream.recon_status, default_value="")
-    except DISCONNECTED as exc:
+    except Exception as exc:
+        if not device_gone(tomostream, exc):
+            raise
         raise ConnectionLost(f"the stream server's PVs ({tomostream.prefix}*) are gone: the server "
                              f"was stopped or killed ({type(exc).__name__}: {exc})") from exc
     raise ConnectionLost(f"the stream server stopped (ServerRunning = Stopped): {status or 'no status'}")
