@@ -27,9 +27,10 @@ def test_profile_starts_and_runs_a_short_scan(tmp_path, unique_prefix):
                TOMOSTREAM_SIM_PORT=str(free_port()), TOMOSTREAM_STREAM_PORT=str(free_port()),
                MPLBACKEND="Agg")
     command = ("(uid,) = RE(stream_scan(tomoscan, tomostream, duration=1.0, poll_period=0.3)); "
-               "print('RESULT', catalog[uid].metadata['stop']['exit_status'], tomostream.name)")
+               "print('RESULT', catalog[uid].metadata['stop']['exit_status'], tomostream.name, "
+               "db[-1].start['uid'] == uid)")
     ipython = Path(sys.executable).with_name("ipython")
     done = subprocess.run([str(ipython), f"--profile-dir={REPO / 'profile'}", "--no-banner", "-c", command],
                           env=env, capture_output=True, text=True, timeout=140, cwd=tmp_path)
-    assert "RESULT success tomostream" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "RESULT success tomostream True" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
     assert f"simulated beamline {unique_prefix}TomoScanStream:" in done.stdout

@@ -1,4 +1,4 @@
-"""A tomostream beamline session: RE, catalog, devices, plans and a live view.
+"""A tomostream beamline session: RE, catalog (and its v1 view db), devices, plans and a live view.
 
 Reads profile/tomostream.toml (or $TOMOSTREAM_CONFIG). With no beamline prefixes configured,
 starts the simulated beamline and the stream server in this process first.
@@ -36,7 +36,7 @@ from bluesky.callbacks.best_effort import BestEffortCallback  # noqa: E402
 
 from tomostream.devices import TomoScanStream, TomoStream  # noqa: E402
 from tomostream.io import catalog as _cat  # noqa: E402
-from tomostream.io import open_catalog  # noqa: E402
+from tomostream.io import broker_view, open_catalog  # noqa: E402
 from tomostream.liveview import LiveView  # noqa: E402
 from tomostream.plans import (  # noqa: E402, F401
     ChangeDetector,
@@ -49,6 +49,7 @@ from tomostream.plans import (  # noqa: E402, F401
 
 catalog = open_catalog(_catalog_cfg.get("uri") or None, data_dir=_data_dir,
                        api_key=_catalog_cfg.get("api_key") or os.environ.get("TILED_API_KEY"))
+db = broker_view(catalog)  # databroker's v1 view of the same runs: db[-1].table()
 RE = RunEngine({})
 RE.subscribe(_cat.catalog_writer(catalog, _cat.spool_dir(_data_dir)))
 bec = BestEffortCallback()
@@ -71,5 +72,5 @@ def live_view(max_rate: float = 5.0) -> LiveView:
 
 print(f"tomostream session: {'simulated beamline' if simulated else 'beamline'} "
       f"{TOMOSCAN_PREFIX} / {TOMOSTREAM_PREFIX}; recon on PVA {tomostream.recon_pva_name.get()!r}")
-print("objects: RE, catalog, tomoscan, tomostream, stream_scan, capture, set_recon, retake_dark, "
+print("objects: RE, catalog, db, tomoscan, tomostream, stream_scan, capture, set_recon, retake_dark, "
       "retake_flat, ChangeDetector, live_view()")
