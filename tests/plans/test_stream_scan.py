@@ -67,8 +67,11 @@ def test_stream_scan_with_triggered_capture(RE, devices, catalog):
                             capture_when=trigger, num_capture=20, pre_count=8, max_captures=1,
                             poll_period=0.25, md={"sample": "growing inclusion"}))
     assert_stopped(tomoscan, tomostream)
-    readings = len(RE.docs.named("event"))
-    assert trigger.fired == 1, f"changes {trigger.changes} over {readings} readings"
+    events = RE.docs.named("event")
+    last = events[-1]["data"] if events else {}
+    status = {k: last.get(f"tomostream_{k}") for k in ("buffer_size", "frames_received", "frames_used",
+                                                      "frames_dropped", "recon_status")}
+    assert trigger.fired == 1, f"changes {trigger.changes} over {len(events)} readings; last {status}"
     (stop,) = RE.docs.named("stop")
     assert stop["exit_status"] == "success"
     assert stop["num_events"]["capture"] == 1
