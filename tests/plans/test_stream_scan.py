@@ -67,7 +67,7 @@ def test_stream_scan_with_triggered_capture(RE, devices, catalog):
                             capture_when=trigger, num_capture=20, pre_count=8, max_captures=1,
                             poll_period=0.25, md={"sample": "growing inclusion"}))
     assert_stopped(tomoscan, tomostream)
-    events = RE.docs.named("event")
+    events = [e for e in RE.docs.named("event") if "tomostream_buffer_size" in e["data"]]
     last = events[-1]["data"] if events else {}
     status = {k: last.get(f"tomostream_{k}") for k in ("buffer_size", "frames_received", "frames_used",
                                                       "frames_dropped", "recon_status")}
