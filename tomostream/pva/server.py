@@ -10,6 +10,7 @@ stopped with the last. Errors from pvapy become tomostream errors that name the 
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 import pvaccess as pva
@@ -40,7 +41,17 @@ class _SharedServer:
                 server.stop()
 
 
+    def close(self) -> None:
+        """Stop the server whatever its users (at interpreter exit)."""
+        with self._lock:
+            server, self._server, self._users = self._server, None, 0
+        if server is not None:
+            server.stop()
+
+
 _SHARED = _SharedServer()
+# after the monitors (atexit runs last-registered first; the subscriber module registers later)
+atexit.register(_SHARED.close)
 
 
 class PvaChannels:

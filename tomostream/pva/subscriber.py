@@ -18,10 +18,12 @@ called from the consumer thread.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -81,6 +83,25 @@ def missing_ids(previous: int, current: int) -> int | None:
     else:
         return None
     return step - 1 if 0 < step <= WRAP_WINDOW else None
+
+
+#: Monitors started and not yet stopped.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_monitors() -> None:
+    """Stop the monitors still running when the interpreter exits.
+
+    A pvapy thread that calls into Python (a connection callback as servers go away) while
+    the interpreter finalizes is ended inside C++ code that swallows the unwind, and glibc
+    aborts the process ("FATAL: exception not rethrown") after all else went well.
+    """
+    for monitor in list(_LIVE):
+        try:
+            monitor.stop(timeout=0.5)
+        except Exception as exc:  # exiting anyway: say so, do not stop the others
+            log.debug("stopping the monitor of %s at exit: %s", monitor.channel, exc)
 
 
 class _Monitor:
@@ -203,12 +224,14 @@ class _Monitor:
         self._thread = threading.Thread(target=self._run, name=f"pva-monitor {self.channel}",
                                         daemon=True)
         self._thread.start()
+        _LIVE.add(self)
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop monitoring and join the consumer thread (idempotent)."""
         if self._thread is None:
             return
+        _LIVE.discard(self)
         self._stop.set()
         try:
             self._channel.stopMonitor()
