@@ -59,25 +59,23 @@ def stop_stream(tomoscan, tomostream) -> Generator[Msg, object, None]:
     waiting = []
     for device, abort, busy in ((tomoscan, tomoscan.abort_scan, tomoscan.start_scan),
                                 (tomostream, tomostream.abort_recon, tomostream.start_recon)):
-        try:
-            yield from bps.abs_set(abort, 1, wait=True)
+        if (yield from _unless_gone(device, bps.abs_set(abort, 1, wait=True))):
             waiting.append((device, busy))
-        except Exception as exc:
-            if not device_gone(device, exc):
-                raise
-            _not_stopped(device, exc)
-    for device, busy in waiting:
-        try:
-            yield from wait_for_value(busy, 0)
-        except Exception as exc:  # its IOC may have gone after taking the abort
-            if not device_gone(device, exc):
-                raise
-            _not_stopped(device, exc)
+    for device, busy in waiting:  # its IOC may also go after taking the abort
+        yield from _unless_gone(device, wait_for_value(busy, 0))
 
 
-def _not_stopped(device, exc: Exception) -> None:
-    log.warning("%s (%s*) is not connected, not seen stopping by this plan: %s", device.name,
-                device.prefix, exc)
+def _unless_gone(device, plan) -> Generator[Msg, object, bool]:
+    """Run ``plan``; if it fails because ``device`` is gone, log that and return False."""
+    try:
+        yield from plan
+    except Exception as exc:
+        if not device_gone(device, exc):
+            raise
+        log.warning("%s (%s*) is not connected, not seen stopping by this plan: %s", device.name,
+                    device.prefix, exc)
+        return False
+    return True
 
 
 def stream_stopped_wrapper(plan, tomoscan, tomostream):

@@ -40,7 +40,6 @@ class _SharedServer:
                 server, self._server = self._server, None
                 server.stop()
 
-
     def close(self) -> None:
         """Stop the server whatever its users (at interpreter exit)."""
         with self._lock:
@@ -94,7 +93,7 @@ class PvaChannels:
         if not name:
             raise BadParameter("PVA channel name is empty")
         with self._lock:
-            if name in self._names or self._server.hasRecord(name):
+            if self._server.hasRecord(name):  # this object's channels and everyone else's
                 raise BadParameter(f"PVA channel {name!r} is already served")
             self._server.addRecord(name, pv)
             self._names.add(name)

@@ -26,7 +26,6 @@ from tomostream.recon.params import ReconParams, default_params
 FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
-
 def chunk_size(remaining: int, batch: int) -> int:
     """Frames in the next chunk of a push: a full ``batch``, else the largest power of two
     that fits. However the frames arrive, the device then sees a handful of chunk shapes (so
@@ -35,6 +34,7 @@ def chunk_size(remaining: int, batch: int) -> int:
     if remaining >= batch:
         return batch
     return 1 << (remaining.bit_length() - 1)
+
 
 class OrthoReconstructor:
     """Streaming filtered-backprojection of three orthogonal slices (parallel beam).
