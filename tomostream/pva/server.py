@@ -5,7 +5,7 @@ own one :class:`PvaChannels`. pvapy keeps the records of every ``PvaServer`` in 
 process-wide database, so two servers in one process would each answer for every channel
 (clients warn "More than one channel ... detected" and pick either); all
 :class:`PvaChannels` of a process therefore share one server, started with the first and
-stopped with the last. Errors from pvapy become tomostream errors that name the channel.
+stopped at exit. Errors from pvapy become tomostream errors that name the channel.
 """
 
 from __future__ import annotations
@@ -19,31 +19,27 @@ from ..errors import BadParameter
 
 
 class _SharedServer:
-    """The process's one ``pvaccess.PvaServer``, counted by its users."""
+    """The process's one ``pvaccess.PvaServer``: started on first use, stopped at exit.
+
+    It is not stopped when its last user leaves: a pvapy server started in a process where
+    another had been stopped was at times never found by clients (a channel searched for
+    20 s without an answer), so a process starts one server at most.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._server: pva.PvaServer | None = None
-        self._users = 0
 
-    def acquire(self) -> pva.PvaServer:
+    def get(self) -> pva.PvaServer:
         with self._lock:
             if self._server is None:
                 self._server = pva.PvaServer()
-            self._users += 1
             return self._server
 
-    def release(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._server is not None:
-                server, self._server = self._server, None
-                server.stop()
-
     def close(self) -> None:
-        """Stop the server whatever its users (at interpreter exit)."""
+        """Stop the server (at interpreter exit)."""
         with self._lock:
-            server, self._server, self._users = self._server, None, 0
+            server, self._server = self._server, None
         if server is not None:
             server.stop()
 
@@ -67,7 +63,7 @@ class PvaChannels:
     """
 
     def __init__(self) -> None:
-        self._server = _SHARED.acquire()
+        self._server = _SHARED.get()
         self._names: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = False
@@ -130,7 +126,7 @@ class PvaChannels:
             self._names.discard(name)
 
     def stop(self) -> None:
-        """Remove every channel of this object (idempotent); the server stops with its last user."""
+        """Remove every channel of this object (idempotent); the server runs on for the others."""
         with self._lock:
             if self._stopped:
                 return
@@ -138,7 +134,6 @@ class PvaChannels:
             for name in self._names:  # the server's other records belong to other users
                 self._server.removeRecord(name)
             self._names.clear()
-        _SHARED.release()
 
     def __enter__(self) -> PvaChannels:
         return self
