@@ -1,11 +1,16 @@
-"""One pvapy PV Access server holding any number of channels.
+"""PV Access channels served from this process, through one shared pvapy server.
 
 The simulated detector (image, dark, flat, theta) and the stream server (reconstruction) each
-own one :class:`PvaChannels`. Errors from pvapy become tomostream errors that name the channel.
+own one :class:`PvaChannels`. pvapy keeps the records of every ``PvaServer`` in one
+process-wide database, so two servers in one process would each answer for every channel
+(clients warn "More than one channel ... detected" and pick either); all
+:class:`PvaChannels` of a process therefore share one server, started with the first and
+stopped at exit. Errors from pvapy become tomostream errors that name the channel.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 import pvaccess as pva
@@ -13,8 +18,39 @@ import pvaccess as pva
 from ..errors import BadParameter
 
 
+class _SharedServer:
+    """The process's one ``pvaccess.PvaServer``: started on first use, stopped at exit.
+
+    It is not stopped when its last user leaves: a pvapy server started in a process where
+    another had been stopped was at times never found by clients (a channel searched for
+    20 s without an answer), so a process starts one server at most.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: pva.PvaServer | None = None
+
+    def get(self) -> pva.PvaServer:
+        with self._lock:
+            if self._server is None:
+                self._server = pva.PvaServer()
+            return self._server
+
+    def close(self) -> None:
+        """Stop the server (at interpreter exit)."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+
+_SHARED = _SharedServer()
+# after the monitors (atexit runs last-registered first; the subscriber module registers later)
+atexit.register(_SHARED.close)
+
+
 class PvaChannels:
-    """A started ``pvaccess.PvaServer`` and the channels it serves.
+    """Channels served by the process's PV Access server (started on first use).
 
     The server listens on the interfaces of ``EPICS_PVAS_INTF_ADDR_LIST`` (see
     :mod:`tomostream.epics_env`). Methods are thread-safe.
@@ -27,7 +63,7 @@ class PvaChannels:
     """
 
     def __init__(self) -> None:
-        self._server = pva.PvaServer()
+        self._server = _SHARED.get()
         self._names: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = False
@@ -48,12 +84,12 @@ class PvaChannels:
         Raises
         ------
         BadParameter
-            When ``name`` is empty or already served.
+            When ``name`` is empty or already served (here or by another user of the server).
         """
         if not name:
             raise BadParameter("PVA channel name is empty")
         with self._lock:
-            if name in self._names:
+            if self._server.hasRecord(name):  # this object's channels and everyone else's
                 raise BadParameter(f"PVA channel {name!r} is already served")
             self._server.addRecord(name, pv)
             self._names.add(name)
@@ -90,14 +126,14 @@ class PvaChannels:
             self._names.discard(name)
 
     def stop(self) -> None:
-        """Remove every channel and stop the server (idempotent)."""
+        """Remove every channel of this object (idempotent); the server runs on for the others."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
-            self._server.removeAllRecords()
+            for name in self._names:  # the server's other records belong to other users
+                self._server.removeRecord(name)
             self._names.clear()
-            self._server.stop()
 
     def __enter__(self) -> PvaChannels:
         return self
