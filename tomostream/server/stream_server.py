@@ -18,7 +18,8 @@ Nothing here is fatal to the server: bad frames are counted, vanished servers ar
 Threads: the IOC's event loop (caproto), one worker that owns the reconstructor and all
 stream connections, and a heartbeat that keeps ``Watchdog`` up while the worker lives (and
 drops ``ServerRunning`` at once when it has died), reports the engine's fall-backs after a
-device failure, and publishes the frame counters while the worker is stuck in a long step. The
+device failure, publishes the frame counters while the worker is stuck in a long step, and
+returns freed heap memory to the OS (:mod:`.heap`). The
 IOC hands accepted writes to the worker through a queue; the worker writes status PVs through
 the IOC loop (``IocThread.run_coroutine``).
 
@@ -40,6 +41,7 @@ from ..ioc.tomostream_ioc import TomoStreamIOC
 from ..pva.publisher import ReconPublisher
 from ..pva.server import PvaChannels
 from .frames import LatencyStats
+from .heap import release_free_memory
 from .session import StreamSession
 
 log = logging.getLogger(__name__)
@@ -227,7 +229,8 @@ class StreamServer:
         """Keep Watchdog up while the worker lives; when it has died, drop it at once.
 
         Also reports, in ReconStatus, each fall-back the reconstruction engine made after a
-        device failure (smaller batches, the CPU).
+        device failure (smaller batches, the CPU), and hands the heap's free pages back to the
+        OS, so the resident memory follows what is in use.
         """
         worker = self._worker
         seen: tuple[object, int] = (None, 0)   # (reconstructor, degradations reported)
@@ -236,6 +239,7 @@ class StreamServer:
                 self.set_pvs({"Watchdog": WATCHDOG_RESET})
                 seen = self._report_degradations(*seen)
                 self._report_for_busy_worker()
+                release_free_memory()
             elif not self.stopping.is_set():
                 log.error("the reconstruction worker has ended: ServerRunning goes to Stopped")
                 self.set_pvs({"Watchdog": 0, "ServerRunning": "Stopped",
