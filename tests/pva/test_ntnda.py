@@ -7,7 +7,7 @@ import pvaccess as pva
 import pytest
 
 from tomostream.errors import BadFrame
-from tomostream.pva.ntnda import Frame, from_ntnda, to_ntnda
+from tomostream.pva.ntnda import Frame, from_ntnda, restamp, to_ntnda
 
 DTYPES = [np.uint8, np.uint16, np.float32]
 
@@ -29,6 +29,18 @@ def test_round_trip_keeps_pixels_id_and_time(dtype):
     assert frame.unique_id == 1234
     assert frame.timestamp == pytest.approx(1_700_000_000.25, abs=1e-6)
     assert not frame.array.flags.writeable
+
+
+def test_restamp_gives_new_id_and_time_to_the_same_pixels():
+    image = _image(np.uint16)
+    nt = to_ntnda(image, 7, timestamp=1_700_000_000.0)
+    assert restamp(nt, 8, timestamp=1_700_000_001.5) is nt
+    frame = from_ntnda(nt)
+    assert frame.unique_id == 8 and frame.timestamp == pytest.approx(1_700_000_001.5, abs=1e-6)
+    assert nt["dataTimeStamp"]["secondsPastEpoch"] == 1_700_000_001
+    np.testing.assert_array_equal(frame.array, image)
+    with pytest.raises(BadFrame, match="uniqueId=-2147483649"):
+        restamp(nt, -2**31 - 1)
 
 
 def test_layout_is_areadetector_width_first():

@@ -50,6 +50,23 @@ def test_noiseless_frames_are_exact_projections():
         np.testing.assert_allclose(frame, expected, atol=0.5 + 1e-3)
 
 
+def test_repeat_key_names_the_cached_frame_only_when_it_is_sent_unchanged():
+    src = FrameSource(DetectorOptions(width=32, height=16))
+    src.prepare(angle_table("continuous", 0.0, 10.0, 36))
+    assert src.repeat_key(370.2) == src.repeat_key(10.0) == pytest.approx(10.0)
+    assert src.repeat_key(20.0) != src.repeat_key(10.0)
+    np.testing.assert_array_equal(src.projection(370.2), src.projection(10.0))
+    assert src.repeat_key(10.0, binning=2) is None
+    for options in (dict(photons=500.0), dict(zingers=0.01)):
+        made_anew = FrameSource(DetectorOptions(width=32, height=16, **options))
+        made_anew.prepare(angle_table("continuous", 0.0, 10.0, 36))
+        assert made_anew.repeat_key(10.0) is None
+    grows = FrameSource(DetectorOptions(width=32, height=16, inclusion=Inclusion.growing(32, 16, frames=10,
+                                                                                        start_frame=5)))
+    grows.prepare(angle_table("continuous", 0.0, 10.0, 36))
+    assert grows.repeat_key(10.0, k=0) is not None and grows.repeat_key(10.0, k=8) is None
+
+
 def test_cache_too_small_falls_back_to_nearest_angle():
     src = FrameSource(DetectorOptions(width=16, height=16, cache_mb=16 * 16 * 2 * 10 / 2**20))
     src.prepare(angle_table("continuous", 0.0, 0.5, 720))

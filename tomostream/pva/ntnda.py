@@ -128,10 +128,7 @@ def to_ntnda(array2d: np.ndarray, unique_id: int, timestamp: float | None = None
         raise BadFrame(f"image shape {array2d.shape} is not 2-D (height, width)")
     height, width = array2d.shape
     _check_size(width, height, "image")
-    if not INT32_MIN <= unique_id <= INT32_MAX:
-        raise BadFrame(f"uniqueId={unique_id} does not fit a signed 32-bit integer")
     nbytes = array2d.nbytes
-    ts = _timestamp(time.time() if timestamp is None else timestamp)
     attrs = {"ColorMode": 0, **(attributes or {})}
 
     nt = pva.NtNdArray()
@@ -141,10 +138,23 @@ def to_ntnda(array2d: np.ndarray, unique_id: int, timestamp: float | None = None
     nt["codec"] = {"name": "", "parameters": ()}
     nt["compressedSize"] = nbytes
     nt["uncompressedSize"] = nbytes
+    nt["attribute"] = [_attribute(name, value) for name, value in attrs.items()]
+    return restamp(nt, unique_id, timestamp)
+
+
+def restamp(nt: pva.NtNdArray, unique_id: int, timestamp: float | None = None) -> pva.NtNdArray:
+    """Give an NTNDArray built by :func:`to_ntnda` a new ``uniqueId`` and time, in place.
+
+    Re-sending the same pixels this way skips copying them into a new structure (8 MB per
+    2048^2 frame): what lets a source repeat pre-computed frames at the rate of a fast detector.
+    Returns ``nt``.
+    """
+    if not INT32_MIN <= unique_id <= INT32_MAX:
+        raise BadFrame(f"uniqueId={unique_id} does not fit a signed 32-bit integer")
+    ts = _timestamp(time.time() if timestamp is None else timestamp)
     nt["uniqueId"] = int(unique_id)
     nt["timeStamp"] = ts
     nt["dataTimeStamp"] = ts
-    nt["attribute"] = [_attribute(name, value) for name, value in attrs.items()]
     return nt
 
 

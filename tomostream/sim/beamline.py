@@ -33,7 +33,7 @@ from ..errors import BadParameter, CaptureError, TomostreamError
 from ..io.dxfile import check_directory, check_file_name, next_capture_path, write_dxfile
 from ..ioc import IocThread
 from ..pva.fields import field_pv, theta_pv
-from ..pva.ntnda import to_ntnda
+from ..pva.ntnda import restamp, to_ntnda
 from ..pva.server import PvaChannels
 from .detector import BINNINGS, DetectorOptions, FrameSource
 from .ioc import TomoScanStreamIOC
@@ -176,6 +176,8 @@ class SimBeamline:
         self._pva_lock = threading.Lock()          # channels, _down, _last_pv
         self._down: set[str] = set()               # channels not served now (stop_pva)
         self._last_pv: dict = {}
+        #: NTNDArrays of frames that repeat unchanged, by cached angle (see _frame_pv)
+        self._prebuilt: dict[float, object] = {}
         #: frames published since start (all types) and time of the last one [monotonic s]
         self.frames_published = 0
         self.total_captured = 0
@@ -460,9 +462,11 @@ class SimBeamline:
                 make = self.source.dark_frame if retake.kind == "dark" else self.source.flat_frame
                 frame = make(binning)
                 retake.frames.append(frame)
+                pv = to_ntnda(frame, uid, time.time())
             else:
                 frame = self.source.projection(theta[k], k, binning)
-            self._publish(self.image_channel, to_ntnda(frame, uid, time.time()))
+                pv = self._frame_pv(frame, uid, self.source.repeat_key(theta[k], k, binning))
+            self._publish(self.image_channel, pv)
             self.frames_published += 1
             if retake is not None:
                 if len(retake.frames) >= retake.count:
@@ -481,6 +485,21 @@ class SimBeamline:
         message = f"scan {'aborted' if aborted else 'done'} after {k} of {theta.size} frames"
         self.ioc.post({"ScanStatus": "Aborted" if aborted else "Done", "StreamMessage": message})
         return message
+
+    def _frame_pv(self, frame: np.ndarray, uid: int, key: float | None):
+        """NTNDArray of projection ``frame``. A frame that repeats unchanged (``key``: its cached
+        angle) is built once and then only given a new uniqueId and time, as a detector's
+        fixed-size buffers are: copying 8 MB per 2048^2 frame capped the rate near 230 frames/s."""
+        now = time.time()
+        if key is None:
+            return to_ntnda(frame, uid, now)
+        pv = self._prebuilt.get(key)
+        if pv is None:
+            if len(self._prebuilt) >= self.source.capacity:   # at most one cache's worth
+                self._prebuilt.clear()
+            pv = self._prebuilt[key] = to_ntnda(frame, uid, now)
+            return pv
+        return restamp(pv, uid, now)
 
     def _resync(self, theta: np.ndarray, k: int) -> np.ndarray:
         """Angle table with the current RotationStep applied from frame ``k`` on; publish it."""

@@ -227,7 +227,8 @@ class FrameSource:
         """Angles of the cached frames [degrees, 0..360), sorted."""
         return self._angles
 
-    def _cached(self, theta: float) -> np.ndarray:
+    def _nearest(self, theta: float) -> tuple[float, np.ndarray]:
+        """The cached angle nearest ``theta`` and its frame."""
         with self._lock:
             angles, frames = self._angles, self._frames
         if angles.size == 0:
@@ -237,7 +238,25 @@ class FrameSource:
         lo, hi = (i - 1) % angles.size, i % angles.size
         d_lo = abs((a - angles[lo] + 180.0) % 360.0 - 180.0)
         d_hi = abs((angles[hi] - a + 180.0) % 360.0 - 180.0)
-        return frames[lo if d_lo <= d_hi else hi]
+        j = lo if d_lo <= d_hi else hi
+        return float(angles[j]), frames[j]
+
+    def _cached(self, theta: float) -> np.ndarray:
+        return self._nearest(theta)[1]
+
+    def repeat_key(self, theta: float, k: int = 0, binning: int = 1) -> float | None:
+        """Which cached frame ``projection(theta, k, binning)`` returns unchanged, if it does.
+
+        With no noise, zingers, inclusion at frame ``k`` or binning, a projection is the cached
+        noiseless frame of the nearest cached angle, the same pixels every time that angle
+        comes round: that angle is returned, so a publisher may build the frame's NTNDArray
+        once and re-send it. None when the frame is made anew.
+        """
+        o = self.options
+        if binning != 1 or self.noisy or o.zingers or (o.inclusion is not None
+                                                        and o.inclusion.at(k) is not None):
+            return None
+        return self._nearest(theta)[0]
 
     # ------------------------------------------------------------------ frames
     def _to_dtype(self, counts: np.ndarray) -> np.ndarray:
