@@ -302,6 +302,21 @@ def test_image_layout(phantom):
     np.testing.assert_array_equal(img[:NZ, N:2 * N], y)
     np.testing.assert_array_equal(img[:NZ, 2 * N:], x)
     assert not img[NZ:, N:].any()
+    canvas = np.full_like(img, np.nan)                  # a reused buffer holds old pixels
+    assert rec.image(out=canvas) is canvas
+    np.testing.assert_array_equal(canvas, img)
+    with pytest.raises(BadParameter, match="expected"):
+        rec.image(out=np.empty((N, 3 * N), np.float64))
+
+
+def test_image_into_a_buffer_clears_the_padding_of_a_tall_detector():
+    rec = OrthoReconstructor(width=16, height=24, buffer_size=30, backend="numpy")
+    rng = np.random.default_rng(1)
+    rec.push(rng.uniform(500, 900, (30, 24, 16)).astype(np.float32), np.arange(30) * 6.0)
+    canvas = np.full((24, 48), 7.0, np.float32)
+    rec.image(out=canvas)
+    np.testing.assert_array_equal(canvas, rec.image())
+    assert not canvas[16:, :16].any()
 
 
 def test_backend_choice():

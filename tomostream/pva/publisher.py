@@ -58,16 +58,30 @@ def draw_markers(image: np.ndarray, markers: tuple[int, int, int], n: int, nz: i
     BadParameter
         When a marker lies outside its slice.
     """
-    ix, iy, iz = _check_markers(markers, n, nz)
     if value is None:
-        finite = image[np.isfinite(image)]
-        value = float(finite.max()) if finite.size else 0.0
-    image[:n, ix] = value                  # Z panel: the X slice plane
-    image[iy, :n] = value                  # Z panel: the Y slice plane
-    image[iz, n:2 * n] = value             # Y panel: the Z slice plane
-    image[:nz, n + ix] = value             # Y panel: the X slice plane
-    image[iz, 2 * n:3 * n] = value         # X panel: the Z slice plane
-    image[:nz, 2 * n + iy] = value         # X panel: the Y slice plane
+        value = _finite_max(image)
+    for index in _marker_lines(markers, n, nz):
+        image[index] = value
+
+
+def _finite_max(image: np.ndarray) -> float:
+    """Largest finite pixel (0 if none): one pass over a 50 MB image unless some are not finite."""
+    top = float(image.max()) if image.size else 0.0
+    if np.isfinite(top):
+        return top
+    finite = image[np.isfinite(image)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _marker_lines(markers: tuple[int, int, int], n: int, nz: int) -> list[tuple]:
+    """Index of each slice-crossing line in the (max(n, nz), 3 n) image."""
+    ix, iy, iz = _check_markers(markers, n, nz)
+    return [(slice(0, n), ix),                   # Z panel: the X slice plane
+            (iy, slice(0, n)),                   # Z panel: the Y slice plane
+            (iz, slice(n, 2 * n)),               # Y panel: the Z slice plane
+            (slice(0, nz), n + ix),              # Y panel: the X slice plane
+            (iz, slice(2 * n, 3 * n)),           # X panel: the Z slice plane
+            (slice(0, nz), 2 * n + iy)]          # X panel: the Y slice plane
 
 
 class ReconPublisher:
@@ -104,7 +118,8 @@ class ReconPublisher:
         Parameters
         ----------
         image : numpy.ndarray
-            (max(n, nz), 3 n) image, real values; published as float32 (never modified).
+            (max(n, nz), 3 n) image, real values; published as float32. Unchanged when this
+            returns; a float32 image holds the marker lines while it is being copied.
         markers : tuple of int, optional
             ``(ix, iy, iz)`` [pixels]; lines are drawn when given and :attr:`draw_markers`.
         n : int, optional
@@ -137,12 +152,22 @@ class ReconPublisher:
         if n < 1 or nz < 1 or (height, width) != (max(n, nz), 3 * n):
             raise BadFrame(f"reconstruction image shape {image.shape} is not (max(n, nz), 3n) "
                            f"= ({max(n, nz)}, {3 * n}) for n={n}, nz={nz}")
-        out = image.astype(np.float32, copy=True)
-        if markers is not None and self.draw_markers:
+        lines = _marker_lines(markers, n, nz) if markers is not None and self.draw_markers else []
+        # float32 pixels are published as they are: the lines are drawn into the caller's image
+        # and its pixels put back once copied into the NTNDArray (a 2048^2 image is 50 MB)
+        borrowed = image.dtype == np.float32 and image.flags.writeable
+        out = image if borrowed else image.astype(np.float32)
+        saved = [out[index].copy() for index in lines] if borrowed else []
+        if lines:
             draw_markers(out, markers, n, nz)
         with self._lock:
             uid = self.unique_id + 1 if self.unique_id < INT32_MAX else INT32_MIN
-            pv = to_ntnda(out, uid, timestamp)
+            try:
+                pv = to_ntnda(out, uid, timestamp)
+            finally:
+                if borrowed:
+                    for index, pixels in zip(lines, saved, strict=True):
+                        out[index] = pixels
             if self.name in self.channels:
                 self.channels.update(self.name, pv)
             else:

@@ -465,12 +465,22 @@ class OrthoReconstructor:
             except self._be.failures as exc:
                 self._degrade(exc, "computing the slices")
 
-    def image(self) -> np.ndarray:
-        """The three slices side by side, ``(max(n, nz), 3 n)`` float32: Z | Y | X (top-aligned)."""
+    def image(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The three slices side by side, ``(max(n, nz), 3 n)`` float32: Z | Y | X (top-aligned).
+
+        ``out``: an array of that shape and dtype to fill (and return) instead of a new one; a
+        caller publishing 2048^2 slices several times a second saves a 50 MB allocation each time.
+        """
         z, y, x = self.slices()
-        n = self.width
-        img = np.zeros((max(n, self.height), 3 * n), dtype=np.float32)
-        img[:n, :n] = z
-        img[:self.height, n:2 * n] = y
-        img[:self.height, 2 * n:] = x
-        return img
+        n, nz = self.width, self.height
+        shape = (max(n, nz), 3 * n)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise BadParameter(f"out has shape {out.shape} {out.dtype}, expected {shape} float32")
+        out[:n, :n] = z
+        out[n:, :n] = 0.0                   # below the Z slice when nz > n
+        out[:nz, n:2 * n] = y
+        out[:nz, 2 * n:] = x
+        out[nz:, n:] = 0.0                  # below the vertical slices when n > nz
+        return out

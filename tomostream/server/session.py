@@ -110,6 +110,8 @@ class StreamSession:
         self.publish_cost = 0.0
         #: Host buffer the frames of a push are stacked in (see _stage).
         self.staging: np.ndarray | None = None
+        #: Image the slices are assembled in for publication, reused while the size holds.
+        self.canvas: np.ndarray | None = None
         self.last_status = 0.0
         self.work_time = 0.0
         self.pending_times: list[float] = []
@@ -442,7 +444,10 @@ class StreamSession:
         if not self.dirty or self.rec is None or now - self.last_publish < self.publish_interval:
             return
         t0 = time.perf_counter()
-        image = self.rec.image()
+        n, nz = self.rec.width, self.rec.height
+        if self.canvas is None or self.canvas.shape != (max(n, nz), 3 * n):
+            self.canvas = np.empty((max(n, nz), 3 * n), np.float32)
+        image = self.rec.image(out=self.canvas)
         p = self.rec.params
         try:
             self.srv.publisher(self._value("ReconPVAName")).publish(image, markers=tuple(p.ortho))
