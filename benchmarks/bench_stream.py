@@ -85,7 +85,8 @@ def run_size(size: int, args) -> dict:
                        dark_pva_name=sim_prefix + "StreamDarkFields",
                        flat_pva_name=sim_prefix + "StreamFlatFields",
                        theta_pva_name=sim_prefix + "StreamTheta", recon_pva_name=srv_prefix + "Recon",
-                       frame_type_window=args.frame_type_window).start()
+                       frame_type_window=args.frame_type_window,
+                       max_rate=args.publish_rate).start()
     buffer = int(round(180.0 / args.step))
     frame_mb = size * size * 2 / 1e6
     result = {"size": size, "buffer_frames": buffer, "frame_MB": frame_mb, "steps": []}
@@ -139,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-mb", type=float, default=512.0, help="simulator frame cache")
     parser.add_argument("--frame-type-window", type=float, default=FRAME_TYPE_WINDOW,
                         help="server hold before frames are used [s]")
+    parser.add_argument("--publish-rate", type=float, default=30.0,
+                        help="most published updates of the slices per second [%(default)s]")
     args = parser.parse_args(argv)
     results = {
         "benchmark": "stream", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "backend": args.backend,
         "step_deg": args.step, "frame_type_window_s": args.frame_type_window,
+        "publish_rate_max": args.publish_rate,
         "sizes": [run_size(size, args) for size in args.sizes],
     }
     print(json.dumps(results, indent=1))
