@@ -16,7 +16,6 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -27,16 +26,18 @@ apply_env(loopback_env(ca_ports=(PORT,)))
 
 from p4p.client.thread import Context  # noqa: E402
 
+from tomostream.sim.cli import spawn  # noqa: E402
+
 
 def measure(size: int, seconds: float, photons: float, cache_mb: float) -> dict:
     prefix = f"bench{size}:"
     channel = prefix + "P:Image"
-    cmd = [sys.executable, "-m", "tomostream.sim.cli", "--prefix", prefix, "--plugin-prefix", prefix + "P:",
-           "--size", str(size), "--fps", "10000", "--num-angles", "10000000", "--photons", str(photons),
-           "--cache-mb", str(cache_mb), "--start-scan"]
     t_start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=dict(os.environ, EPICS_CA_SERVER_PORT=str(PORT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = spawn(["--prefix", prefix, "--plugin-prefix", prefix + "P:", "--size", str(size),
+                  "--fps", "10000", "--num-angles", "10000000", "--photons", str(photons),
+                  "--cache-mb", str(cache_mb), "--start-scan"],
+                 env=dict(os.environ, EPICS_CA_SERVER_PORT=str(PORT)),
+                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ctx = Context("pva", unwrap=False)
     ids: list[int] = []
     lock = threading.Lock()

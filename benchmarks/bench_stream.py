@@ -32,6 +32,7 @@ import epics  # noqa: E402
 
 from tomostream.server import StreamServer  # noqa: E402
 from tomostream.server.stream_server import FRAME_TYPE_WINDOW  # noqa: E402
+from tomostream.sim.cli import spawn  # noqa: E402
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -74,12 +75,11 @@ def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float,
 
 def run_size(size: int, args) -> dict:
     sim_prefix, srv_prefix = f"bs{size}S:", f"bs{size}T:"
-    cmd = [sys.executable, "-m", "tomostream.sim.cli", "--prefix", sim_prefix,
-           "--plugin-prefix", f"bs{size}P:", "--size", str(size), "--fps", str(args.start_rate),
-           "--step", str(args.step), "--num-angles", str(args.num_angles), "--inclusion", "none",
-           "--photons", "0", "--cache-mb", str(args.cache_mb), "--ca-port", str(SIM_PORT),
-           "--start-scan"]
-    sim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim = spawn(["--prefix", sim_prefix, "--plugin-prefix", f"bs{size}P:", "--size", str(size),
+                 "--fps", str(args.start_rate), "--step", str(args.step),
+                 "--num-angles", str(args.num_angles), "--inclusion", "none", "--photons", "0",
+                 "--cache-mb", str(args.cache_mb), "--ca-port", str(SIM_PORT), "--start-scan"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     srv = StreamServer(srv_prefix, ca_port=STREAM_PORT, backend=args.backend,
                        tomoscan_prefix=sim_prefix, image_pvap_name=sim_prefix + "PvaPluginPVPrefix",
                        dark_pva_name=sim_prefix + "StreamDarkFields",

@@ -237,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     import epics
 
     from tomostream.server import StreamServer
+    from tomostream.sim.cli import spawn
 
     sim_prefix, srv_prefix = "soakS:", "soakT:"
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "tomostream.sim.cli", "--prefix", sim_prefix, "--plugin-prefix", "soakP:",
-         "--size", str(args.size), "--fps", str(args.fps), "--step", str(args.step),
-         "--num-angles", str(args.frames), "--inclusion", "none", "--photons", "0",
-         "--ca-port", str(sim_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim = spawn(["--prefix", sim_prefix, "--plugin-prefix", "soakP:", "--size", str(args.size),
+                 "--fps", str(args.fps), "--step", str(args.step), "--num-angles", str(args.frames),
+                 "--inclusion", "none", "--photons", "0", "--ca-port", str(sim_port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     srv = StreamServer(srv_prefix, ca_port=stream_port, backend=args.backend,
                        tomoscan_prefix=sim_prefix, image_pvap_name=sim_prefix + "PvaPluginPVPrefix",
                        dark_pva_name=sim_prefix + "StreamDarkFields",

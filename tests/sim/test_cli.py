@@ -6,6 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+
+import pytest
 
 from tomostream.sim.cli import main
 
@@ -41,3 +44,47 @@ def test_runs_until_sigint_and_scans(sim_ca_port, unique_prefix, ca_for, wait):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Ctrl-C" in out
+
+
+# A parent starts a simulator with spawn(), waits until it serves, prints its pid and dies
+# without cleaning up (SIGKILL): the simulator must not outlive it.
+ORPHAN = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    import epics
+    from tomostream.sim.cli import spawn
+
+    prefix = sys.argv[1]
+    child = spawn(["--prefix", prefix, "--plugin-prefix", sys.argv[2], "--size", "32",
+                   "--num-angles", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while epics.caget(prefix + "ScanStatus", timeout=1.0) is None:
+        assert time.monotonic() < deadline, "simulator never answered"
+    print(child.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux only")
+def test_spawned_simulator_ends_with_its_parent(sim_ca_port, unique_prefix, wait):
+    env = dict(os.environ, EPICS_CA_SERVER_PORT=str(sim_ca_port))
+    parent = subprocess.run([sys.executable, "-c", ORPHAN, unique_prefix + "Orphan:", unique_prefix + "OP:"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    pid = int(parent.stdout.split()[-1])
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:    # a zombie waiting for init is gone too
+                return f.read().split(")")[-1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    try:
+        wait(gone, timeout=20, what="the orphaned simulator to end")
+    finally:
+        if not gone():
+            os.kill(pid, signal.SIGKILL)

@@ -16,17 +16,39 @@ Then ``caput 2bmb:TomoScanStream:StartScan 1`` starts a scan; the images stream 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 
 from ..epics_env import apply_env
 from ..errors import TomostreamError
 from ..ioc.access import LOOPBACK, bind_env, server_interfaces, split_hosts
 from .beamline import SimBeamline
 from .ioc import TomoScanStreamIOC
+
+#: prctl option asking for a signal when the parent process ends (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(args: Sequence[str], **popen) -> subprocess.Popen:
+    """Run ``tomostream sim <args>`` in a child process that ends when this process does.
+
+    On Linux the child asks for SIGTERM when its parent dies, so a benchmark that crashes
+    leaves no simulator behind to keep serving its channels (and to mislead the next run).
+    ``popen`` goes to :class:`subprocess.Popen`.
+    """
+    end = _end_with_parent if sys.platform.startswith("linux") else None
+    return subprocess.Popen([sys.executable, "-m", "tomostream.sim.cli", *args], preexec_fn=end,
+                            **popen)
 
 
 def _parser() -> argparse.ArgumentParser:
