@@ -32,6 +32,40 @@ def wait_until(predicate, timeout=10.0, what="condition"):
         pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
 
 
+#: Seconds a stream server may take to follow a beamline on loopback. It takes well under a
+#: second as a rule, but in about one full run of the suite in five a new PVA channel went
+#: unanswered for 20-50 s (two tests in a row, the next one fine); the cause is not found.
+FIRST_CONNECTION = 60.0
+
+
+def start_recon(ca, server, timeout: float = FIRST_CONNECTION) -> None:
+    """StartRecon (put without waiting) and wait until the server follows the beamline.
+
+    On failure the message says what the server waits for, and whether an independent PVA
+    client (p4p) finds that channel, to tell an unanswered search from a missing channel.
+    """
+    ca.put_nowait("StartRecon", 1)
+    wait_until(lambda: server.ready, timeout, lambda: f"the server connected to the beamline: "
+                                                      f"{ca.text('ReconStatus')!r}; {_pva_probe(server)}")
+    assert ca.text("StartRecon") == "Acquire"
+
+
+def _pva_probe(server) -> str:
+    session = getattr(server, "_session", None)
+    image = getattr(session, "image", None)
+    if image is None:
+        return "no image subscriber yet"
+    from p4p.client.thread import Context
+
+    with Context("pva") as ctx:
+        try:
+            ctx.get(image.channel, timeout=3.0)
+            found = "found"
+        except Exception as exc:  # a diagnosis: any failure is the answer
+            found = f"not found ({type(exc).__name__})"
+    return f"p4p {found} {image.channel}; subscriber counters {image.counters}"
+
+
 def channel_defaults(stream_prefix: str, sim_prefix: str) -> dict[str, str]:
     """StreamServer keywords that point its channel names at the beamline ``sim_prefix``."""
     return dict(tomoscan_prefix=sim_prefix, image_pvap_name=sim_prefix + "PvaPluginPVPrefix",

@@ -5,9 +5,8 @@ The Channel Access shorthands and the polling helper are in ``tests/helpers.py``
 
 from __future__ import annotations
 
-from helpers import Ca, wait_until
+from helpers import start_recon, wait_until
 
-from tomostream.server import StreamServer
 from tomostream.sim import SimBeamline
 
 __all__ = ["make_sim", "start_recon"]
@@ -24,13 +23,6 @@ def make_sim(sim_prefix: str, unique_prefix: str, sim_ca_port: int, **options) -
               inclusion=None, read_noise=0.0, photons=0.0)
     kw.update(options)
     return SimBeamline(prefix=sim_prefix, plugin_prefix=f"{unique_prefix}DET:", **kw)
-
-
-def start_recon(ca: Ca, server: StreamServer, timeout: float = 20.0) -> None:
-    """StartRecon (put without waiting) and wait until the server follows the beamline."""
-    ca.put_nowait("StartRecon", 1)
-    wait_until(lambda: server.ready, timeout,
-               lambda: f"the server connected to the beamline: {ca.text('ReconStatus')!r}")
 
 
 class StatusLog:

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import Ca, wait_for, wait_until
+from helpers import Ca, start_recon, wait_for, wait_until
 from p4p.client.thread import Context
 
 from tomostream.pva.ntnda import to_ntnda
@@ -112,12 +112,6 @@ def scan(sim_ca: Ca, ca: Ca, frames: int = SCAN):
                        f"{ca.get('FramesUsed')} used, {ca.get('FramesReceived')} received")
 
 
-def start(ca: Ca, server):
-    ca.put_nowait("StartRecon", 1)
-    wait_until(lambda: server.ready, 20.0, "the server connected to the beamline")
-    assert ca.text("StartRecon") == "Acquire"
-
-
 def check_phantom(sim, image, ortho, bound=0.3):
     n, nz = sim.options.width, sim.options.height
     truth = ortho_slices(sim.source.phantom, n, nz, ortho)
@@ -133,7 +127,7 @@ def counters_add_up(server, sim):
 
 
 def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, sim_ca, recon):
-    start(ca, quiet_server)
+    start_recon(ca, quiet_server)
     scan(sim_ca, ca)
     ortho = (ca.get("OrthoX"), ca.get("OrthoY"), ca.get("OrthoZ"))
     assert ortho == (N // 2, N // 2, NZ // 2)
@@ -177,7 +171,7 @@ def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, s
 
 
 def test_dark_retake_binning_and_new_theta_restart_cleanly(beamline, quiet_server, ca, sim_ca, recon):
-    start(ca, quiet_server)
+    start_recon(ca, quiet_server)
     scan(sim_ca, ca)
     uid, _ = recon.settled(ca)
     # dark retake while rotating: 10 dark frames, then a new dark field restarts the buffer
@@ -220,7 +214,7 @@ def test_dark_retake_binning_and_new_theta_restart_cleanly(beamline, quiet_serve
 def test_unique_id_wrap(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca, sim_ca, recon):
     with make_sim(sim_prefix, unique_prefix, sim_ca_port, first_projid=65536 - 50,
                   wrap_unique_id=True) as sim:
-        start(ca, quiet_server)
+        start_recon(ca, quiet_server)
         scan(sim_ca, ca)
         wait_until(lambda: quiet_server.counters["FramesUsed"] >= SCAN, 10.0, "all frames used")
         _, image = recon.settled(ca)
@@ -234,7 +228,7 @@ def test_unique_id_wrap(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca
 def test_tomoscan_ioc_restart_is_survived(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca,
                                           sim_ca, recon):
     with make_sim(sim_prefix, unique_prefix, sim_ca_port):
-        start(ca, quiet_server)
+        start_recon(ca, quiet_server)
     wait_until(lambda: not quiet_server.ready, 10.0, "the loss of the beamline noticed")
     assert "disconnected" in ca.text("ReconStatus") or "waiting" in ca.text("ReconStatus")
     with make_sim(sim_prefix, unique_prefix, sim_ca_port) as sim:
@@ -251,7 +245,7 @@ def test_drop_burst_is_counted_and_survived(beamline, server, ca, sim_ca, recon)
     server.queue_size = 2            # a worker that falls behind at once
     server.batch_max = 1
     beamline.set_fps(5000.0)
-    start(ca, server)
+    start_recon(ca, server)
     sim_ca.put("StartScan", 1)
     wait_until(lambda: counters_add_up(server, beamline), 10.0,
                lambda: f"counters that add up: {server.counters}")
