@@ -58,9 +58,15 @@ def draw_markers(image: np.ndarray, markers: tuple[int, int, int], n: int, nz: i
     BadParameter
         When a marker lies outside its slice.
     """
+    _draw_lines(image, _marker_lines(markers, n, nz), value)
+
+
+def _draw_lines(image: np.ndarray, lines: list[tuple], value: float | None = None) -> None:
+    """Set the pixels of ``lines`` (from :func:`_marker_lines`) to ``value`` (default: the
+    largest finite pixel)."""
     if value is None:
         value = _finite_max(image)
-    for index in _marker_lines(markers, n, nz):
+    for index in lines:
         image[index] = value
 
 
@@ -159,7 +165,7 @@ class ReconPublisher:
         out = image if borrowed else image.astype(np.float32)
         saved = [out[index].copy() for index in lines] if borrowed else []
         if lines:
-            draw_markers(out, markers, n, nz)
+            _draw_lines(out, lines)
         with self._lock:
             uid = self.unique_id + 1 if self.unique_id < INT32_MAX else INT32_MIN
             try:

@@ -465,6 +465,11 @@ class OrthoReconstructor:
             except self._be.failures as exc:
                 self._degrade(exc, "computing the slices")
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """Shape of :meth:`image`: ``(max(n, nz), 3 n)``."""
+        return max(self.width, self.height), 3 * self.width
+
     def image(self, out: np.ndarray | None = None) -> np.ndarray:
         """The three slices side by side, ``(max(n, nz), 3 n)`` float32: Z | Y | X (top-aligned).
 
@@ -473,7 +478,7 @@ class OrthoReconstructor:
         """
         z, y, x = self.slices()
         n, nz = self.width, self.height
-        shape = (max(n, nz), 3 * n)
+        shape = self.image_shape
         if out is None:
             out = np.empty(shape, dtype=np.float32)
         elif out.shape != shape or out.dtype != np.float32:

@@ -24,11 +24,10 @@ log = logging.getLogger(__name__)
 @functools.cache
 def _malloc_trim():
     """glibc's ``malloc_trim``, or None where the C library has none."""
-    if not sys.platform.startswith("linux"):
-        return None
     try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
+        if not sys.platform.startswith("linux"):
+            raise OSError(sys.platform)
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         log.debug("no malloc_trim in this C library: freed heap memory stays with the process")
         return None

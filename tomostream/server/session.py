@@ -444,9 +444,8 @@ class StreamSession:
         if not self.dirty or self.rec is None or now - self.last_publish < self.publish_interval:
             return
         t0 = time.perf_counter()
-        n, nz = self.rec.width, self.rec.height
-        if self.canvas is None or self.canvas.shape != (max(n, nz), 3 * n):
-            self.canvas = np.empty((max(n, nz), 3 * n), np.float32)
+        if self.canvas is None or self.canvas.shape != self.rec.image_shape:
+            self.canvas = np.empty(self.rec.image_shape, np.float32)
         image = self.rec.image(out=self.canvas)
         p = self.rec.params
         try:
