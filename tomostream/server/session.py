@@ -10,6 +10,7 @@ angle channels over PV Access, batches projection frames into an
 from __future__ import annotations
 
 import collections
+import itertools
 import queue
 import time
 from typing import TYPE_CHECKING
@@ -40,6 +41,13 @@ NEW_SIZE_RUN = 4
 STATUS_PERIOD = 0.25
 #: Longest the worker sleeps waiting for a frame before it looks at commands again [s].
 IDLE_WAIT = 0.1
+#: How often the worker looks for a finished publication while every image buffer is in
+#: flight and the slices have changed [s].
+PUBLISH_POLL = 0.002
+#: Longest a session's end waits for its publications in flight [s].
+PUBLISH_DRAIN = 5.0
+#: Tokens that tie a publication's result to its frames (unique in the process).
+_TOKENS = itertools.count()
 #: PVs whose change takes effect on the next published update.
 PARAM_PVS = ("Center", "FilterType", "Dezinger", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY",
              "RotZ", "Energy", "Distance", "Alpha", "PixelSize")
@@ -106,12 +114,12 @@ class StreamSession:
         self.new_size_run = 0
         self.dirty = False
         self.last_publish = 0.0
-        #: Seconds the last publication took (image, markers, PVA update).
+        #: Worker seconds the last publication took (the image; with an InlinePublisher, all).
         self.publish_cost = 0.0
+        #: token -> (frame times, worker seconds) of publications in flight.
+        self.publications: dict = {}
         #: Host buffer the frames of a push are stacked in (see _stage).
         self.staging: np.ndarray | None = None
-        #: Image the slices are assembled in for publication, reused while the size holds.
-        self.canvas: np.ndarray | None = None
         self.last_status = 0.0
         self.work_time = 0.0
         self.pending_times: list[float] = []
@@ -142,6 +150,9 @@ class StreamSession:
         self.theta = LatestValue(self._value("ThetaPVAName"), read_theta, on_status=note).start()
 
     def close(self) -> None:
+        deadline = time.monotonic() + PUBLISH_DRAIN
+        while self.publications and self.srv.publisher.in_flight and time.monotonic() < deadline:
+            self._collect(timeout=0.2)
         for watch in self.ca:
             watch.close()
         for sub in (self.image, self.dark, self.flat, self.theta):
@@ -234,7 +245,8 @@ class StreamSession:
         if self.held:
             wait = min(wait, self.held[0][0] - now)
         if self.dirty:
-            wait = min(wait, self.last_publish + self.publish_interval - now)
+            due = self.last_publish + self.publish_interval - now
+            wait = min(wait, max(due, PUBLISH_POLL) if self.srv.publisher.full else due)
         room = max(self.srv.batch_max - len(self.held), 1)
         first = self.image.get(timeout=max(wait, 0.0)) if wait > 0 or not self.held else None
         arrived = ([first] if first is not None else []) + self.image.drain(room - 1)
@@ -436,31 +448,47 @@ class StreamSession:
     @property
     def publish_interval(self) -> float:
         """Seconds between published updates: at most ``max_rate`` per second, and publishing
-        (large at 2048^2: 50 MB per image) takes at most a third of the worker's time."""
+        takes at most half of the worker's time."""
         return max(self.srv.min_interval, 2.0 * self.publish_cost)
 
     def _maybe_publish(self) -> None:
+        """Hand the current slices to the publisher when they changed and one is due."""
+        self._collect()
         now = time.monotonic()
         if not self.dirty or self.rec is None or now - self.last_publish < self.publish_interval:
             return
+        pub = self.srv.publisher
         t0 = time.perf_counter()
-        if self.canvas is None or self.canvas.shape != self.rec.image_shape:
-            self.canvas = np.empty(self.rec.image_shape, np.float32)
-        image = self.rec.image(out=self.canvas)
-        p = self.rec.params
         try:
-            self.srv.publisher(self._value("ReconPVAName")).publish(image, markers=tuple(p.ortho))
-        except TomostreamError as exc:
-            self.srv.status(f"Running: cannot publish the slices: {exc}")
-        published = time.time()
+            got = pub.buffer(self.rec.image_shape)
+            if got is None:  # every buffer in flight
+                return
+            slot, canvas = got
+            self.rec.image(out=canvas)
+            token = next(_TOKENS)
+            self.publications[token] = (self.pending_times, self.work_time + time.perf_counter() - t0)
+            markers = tuple(self.rec.params.ortho) if self.srv.markers else None
+            pub.submit(slot, self._value("ReconPVAName"), markers=markers, n=self.rec.width,
+                       nz=self.rec.height, token=token)
+        except TomostreamError as exc:  # the publishing process cannot start here
+            self.srv.publisher_failed(exc)
+            return
         self.publish_cost = time.perf_counter() - t0
-        self.srv.latency.add(self.pending_times, published)
-        self.pending_times = []
-        self.work_time += time.perf_counter() - t0
-        self.srv.set_pvs({"ReconTime": round(self.work_time, 6)})
         self.work_time = 0.0
+        self.pending_times = []
         self.dirty = False
         self.last_publish = time.monotonic()
+        self._collect()
+
+    def _collect(self, timeout: float = 0.0) -> None:
+        """Record the publications finished: latency, ReconTime, failures in ReconStatus."""
+        for done in self.srv.publisher.results(timeout):
+            times, work = self.publications.pop(done.token, ([], 0.0))
+            if done.error is not None:
+                self.srv.status(f"Running: cannot publish the slices: {done.error}")
+            else:
+                self.srv.latency.add(times, done.time)
+            self.srv.set_pvs({"ReconTime": round(work + done.seconds, 6)})
 
     def _maybe_report(self) -> None:
         if time.monotonic() - self.last_status >= STATUS_PERIOD:

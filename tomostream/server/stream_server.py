@@ -21,7 +21,9 @@ drops ``ServerRunning`` at once when it has died), reports the engine's fall-bac
 device failure, publishes the frame counters while the worker is stuck in a long step, and
 returns freed heap memory to the OS (:mod:`.heap`). The
 IOC hands accepted writes to the worker through a queue; the worker writes status PVs through
-the IOC loop (``IocThread.run_coroutine``).
+the IOC loop (``IocThread.run_coroutine``). The slices are encoded and served by a child
+process (:mod:`tomostream.pva.publish_process`): the worker only writes each image into
+shared memory.
 
 Access: the IOC binds ``interfaces`` and may let only ``write_hosts`` write its PVs
 (:mod:`tomostream.ioc.access`).
@@ -35,11 +37,11 @@ import threading
 import time
 from collections.abc import Sequence
 
+from ..errors import TomostreamError
 from ..ioc import IocThread
 from ..ioc.records import WATCHDOG_RESET
 from ..ioc.tomostream_ioc import TomoStreamIOC
-from ..pva.publisher import ReconPublisher
-from ..pva.server import PvaChannels
+from ..pva.publish_process import InlinePublisher, ProcessPublisher
 from .frames import LatencyStats
 from .heap import release_free_memory
 from .session import StreamSession
@@ -86,6 +88,9 @@ class StreamServer:
         Frames the image subscriber keeps for the worker before dropping the oldest.
     markers : bool
         Draw thin lines where the slices cross in the published image.
+    publish_process : bool
+        Publish the slices from a child process (:mod:`tomostream.pva.publish_process`), so
+        that encoding 50 MB images never stalls the worker; False: from the worker thread.
     frame_type_window : float [s]
         How late a FrameType change may arrive after the frames it concerns. Frames wait this
         long before use, and frames taken within this time of a FrameType change are skipped,
@@ -119,7 +124,8 @@ class StreamServer:
 
     def __init__(self, prefix: str = "2bmb:TomoStream:", ca_port: int = 0, backend: str = "auto", *,
                  batch_max: int = 64, max_rate: float = 30.0, queue_size: int = 256,
-                 markers: bool = True, frame_type_window: float = FRAME_TYPE_WINDOW,
+                 markers: bool = True, publish_process: bool = True,
+                 frame_type_window: float = FRAME_TYPE_WINDOW,
                  interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
                  **defaults):
         self.prefix = prefix
@@ -129,6 +135,7 @@ class StreamServer:
         self.min_interval = 1.0 / float(max_rate)
         self.queue_size = int(queue_size)
         self.markers = bool(markers)
+        self.publish_process = bool(publish_process)
         self.frame_type_window = float(frame_type_window)
         self.interfaces = None if interfaces is None else list(interfaces)
         self.write_hosts = None if write_hosts is None else list(write_hosts)
@@ -136,13 +143,12 @@ class StreamServer:
         self.ioc: TomoStreamIOC | None = None
         self.latency = LatencyStats()
         self._ioc_thread: IocThread | None = None
-        self._channels = None
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
-        self._publisher = None
-        self._publisher_name: str | None = None
+        #: Serves ReconPVAName: a ProcessPublisher or an InlinePublisher (valid after start).
+        self.publisher: ProcessPublisher | InlinePublisher | None = None
         self._session: StreamSession | None = None
         #: Device failures the engine answered with smaller batches or the CPU (all sessions).
         self.degraded = 0
@@ -155,7 +161,7 @@ class StreamServer:
                                      name=f"ioc {self.prefix}", write_hosts=self.write_hosts).start()
         if self.defaults:
             self._ioc_thread.run_coroutine(self.ioc.apply(self.defaults))
-        self._channels = PvaChannels()
+        self.publisher = self._new_publisher()
         self.stopping.clear()
         self._worker = threading.Thread(target=self._work, name="tomostream-worker", daemon=True)
         self._worker.start()
@@ -174,8 +180,7 @@ class StreamServer:
         self._worker.join(timeout)
         self._heartbeat.join(timeout)
         self._worker = self._heartbeat = None
-        if self._channels is not None:
-            self._channels.stop()
+        self.publisher.close()
         self._ioc_thread.stop()
 
     def __enter__(self) -> StreamServer:
@@ -292,12 +297,16 @@ class StreamServer:
         except (RuntimeError, TimeoutError) as exc:
             log.warning("could not complete StartRecon: %s", exc)
 
-    def publisher(self, name: str):
-        """The :class:`ReconPublisher` of channel ``name`` (a new name replaces the old channel)."""
-        if self._publisher_name != name:
-            if self._publisher_name is not None and self._publisher_name in self._channels:
-                self._channels.remove(self._publisher_name)
-            self._publisher = ReconPublisher(self._channels, name)
-            self._publisher.draw_markers = self.markers
-            self._publisher_name = name
-        return self._publisher
+    def _new_publisher(self) -> ProcessPublisher | InlinePublisher:
+        if self.publish_process:
+            try:
+                return ProcessPublisher()
+            except TomostreamError as exc:
+                log.warning("%s: publishing from the worker thread", exc)
+        return InlinePublisher()
+
+    def publisher_failed(self, exc: Exception) -> None:
+        """The publishing process cannot run here: publish from the worker from now on."""
+        self.status(f"Running: {exc}; publishing from the worker thread instead")
+        self.publisher.close()
+        self.publisher = InlinePublisher()

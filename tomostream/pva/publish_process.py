@@ -1,0 +1,426 @@
+"""Publish the slices from a child process, so that encoding never holds the server's GIL.
+
+Turning a 2048^2 ortho image (50 MB of float32) into an NTNDArray copies it into a block
+pvapy allocates afresh for every update; pvapy holds the GIL while it does, and a block of
+that size comes straight from the kernel, page by page. On an H100 host that took 36 ms per
+update (13 ms with transparent huge pages), during which the stream server's worker and its
+image subscriber stood still. Here a child process (``python -m tomostream.pva.publish_process``)
+serves the channel: the server writes each image into one of two shared-memory buffers and
+sends a few bytes; the child draws the marker lines, encodes, posts and answers. The child
+runs with glibc's huge-page malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc 2.35
+and later; ignored elsewhere).
+
+Both publishers below have one interface, used by the stream server's worker:
+:meth:`buffer` (a free image buffer, or None while both are in flight), :meth:`submit`,
+:meth:`results` (finished publications as :class:`Published`) and :meth:`close`.
+:class:`InlinePublisher` does the same in the calling thread, where no child can run
+(no ``/dev/shm``) or when asked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import mmap
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection, wait
+
+import numpy as np
+
+from ..errors import TomostreamError
+
+log = logging.getLogger(__name__)
+
+#: Image buffers per publisher: one being filled while the other is published.
+SLOTS = 2
+#: Where shared buffers live (a RAM file system); without it publication stays in-process.
+SHM_DIR = "/dev/shm"
+#: glibc tunable that backs large malloc blocks with transparent huge pages.
+HUGETLB = "glibc.malloc.hugetlb=1"
+#: prctl option asking for a signal when the parent process ends (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """One finished publication.
+
+    Attributes
+    ----------
+    token : object
+        What :meth:`submit` was given.
+    unique_id : int or None
+        uniqueId served; None when it failed.
+    time : float
+        When the update was posted (or failed) [s since the POSIX epoch].
+    seconds : float
+        Time the publication took (markers, encoding, post) [s].
+    error : str or None
+        Why it failed.
+    """
+
+    token: object
+    unique_id: int | None
+    time: float
+    seconds: float
+    error: str | None = None
+
+
+def child_env(env: dict | None = None) -> dict:
+    """``env`` (default: this process's) with glibc's huge-page malloc tunable added."""
+    env = dict(os.environ if env is None else env)
+    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+    if not any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):
+        tunables.append(HUGETLB)
+    env["GLIBC_TUNABLES"] = ":".join(tunables)
+    return env
+
+
+def _end_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class _Slot:
+    """A float32 image buffer of a fixed shape; in shared memory when ``path`` is given."""
+
+    def __init__(self, shape: tuple[int, int], shared: bool):
+        self.shape = shape
+        self.busy = False
+        self.id = None
+        nbytes = max(int(np.prod(shape)) * 4, 1)
+        if shared:
+            fd, self.path = tempfile.mkstemp(prefix="tomostream-", dir=SHM_DIR)
+            try:
+                os.ftruncate(fd, nbytes)
+                self._map = mmap.mmap(fd, nbytes)
+            finally:
+                os.close(fd)
+            self.array = np.frombuffer(self._map, np.float32, int(np.prod(shape))).reshape(shape)
+        else:
+            self.path, self._map = None, None
+            self.array = np.empty(shape, np.float32)
+
+    def unlink(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+    def close(self) -> None:
+        self.unlink()
+        self.array = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a caller still holds a view; the mapping ends with it
+                pass
+            self._map = None
+
+
+class _Buffers:
+    """The image buffers of a publisher, re-made when the image shape changes."""
+
+    def __init__(self, shared: bool):
+        self.shared = shared
+        self.slots: list[_Slot] = []
+        self._next_id = 0
+
+    def free(self, shape: tuple[int, int]) -> tuple[int, np.ndarray] | None:
+        shape = tuple(int(s) for s in shape)
+        if self.slots and self.slots[0].shape != shape:
+            if any(s.busy for s in self.slots):
+                return None  # the old shape is still being published
+            self.close()
+        if not self.slots:
+            self.slots = [_Slot(shape, self.shared) for _ in range(SLOTS)]
+            for slot in self.slots:
+                slot.id, self._next_id = self._next_id, self._next_id + 1
+        for slot in self.slots:
+            if not slot.busy:
+                return slot.id, slot.array
+        return None
+
+    def get(self, slot_id: int) -> _Slot:
+        for slot in self.slots:
+            if slot.id == slot_id:
+                return slot
+        raise TomostreamError(f"no image buffer {slot_id}: take one from buffer() first")
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.close()
+        self.slots = []
+
+
+class InlinePublisher:
+    """Publish in the calling thread (no child process); the interface of
+    :class:`ProcessPublisher`."""
+
+    def __init__(self):
+        from .server import PvaChannels
+
+        self._channels = PvaChannels()
+        self._publishers: dict = {}
+        self._buffers = _Buffers(shared=False)
+        self._done: list[Published] = []
+
+    #: Whether every buffer is being published (never: publication happens in submit).
+    full = False
+    in_flight = 0
+
+    def buffer(self, shape: tuple[int, int]) -> tuple[int, np.ndarray] | None:
+        """A free float32 image buffer of ``shape``: ``(slot, array)``."""
+        return self._buffers.free(shape)
+
+    def submit(self, slot: int, name: str, markers=None, n: int | None = None,
+               nz: int | None = None, token=None) -> None:
+        """Publish the image of ``slot`` on channel ``name`` (now: see :meth:`results`)."""
+        image = self._buffers.get(slot).array
+        self._done.append(_publish(self._channels, self._publishers, name, image, markers, n, nz,
+                                   None, token))
+
+    def results(self, timeout: float = 0.0) -> list[Published]:
+        """Publications finished since the last call."""
+        done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        self._channels.stop()
+        self._buffers.close()
+
+
+def _publish(channels, publishers: dict, name: str, image: np.ndarray, markers, n, nz,
+             last_uid, token) -> Published:
+    """Publish ``image`` on ``name`` (one channel at a time: a new name replaces the old);
+    any failure is returned, not raised."""
+    from .publisher import ReconPublisher
+
+    t0 = time.perf_counter()
+    try:
+        pub = publishers.get(name)
+        if pub is None:
+            for old in list(publishers):
+                publishers.pop(old).close()
+            pub = publishers[name] = ReconPublisher(channels, name)
+            if last_uid is not None:
+                pub.unique_id = last_uid
+        uid = pub.publish(image, markers=None if markers is None else tuple(markers), n=n, nz=nz)
+        return Published(token, uid, time.time(), time.perf_counter() - t0)
+    except Exception as exc:  # noqa: BLE001 - reported to the caller, never fatal
+        error = str(exc) if isinstance(exc, TomostreamError) else f"{type(exc).__name__}: {exc}"
+        return Published(token, None, time.time(), time.perf_counter() - t0, error)
+
+
+class ProcessPublisher:
+    """Serve the slices from a child process; images travel through shared memory.
+
+    The child is started by the first :meth:`buffer` and again after it has died (its end is
+    reported as a failed :class:`Published`); it ends with this process. uniqueIds continue
+    across a restart.
+
+    Examples
+    --------
+    >>> pub = ProcessPublisher()                          # doctest: +SKIP
+    >>> slot, image = pub.buffer((512, 1536))
+    >>> image[:] = ortho_image
+    >>> pub.submit(slot, "2bmb:TomoStream:StreamRecon", markers=(256, 256, 256))
+    >>> pub.results(timeout=1.0)
+    [Published(token=None, unique_id=1, time=..., seconds=0.004, error=None)]
+    """
+
+    def __init__(self):
+        if not os.path.isdir(SHM_DIR):
+            raise TomostreamError(f"no {SHM_DIR}: the slices cannot be published from a child process")
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._buffers = _Buffers(shared=True)
+        self._mapped: set[int] = set()   # slot ids the child has mapped
+        self._jobs: dict[int, object] = {}  # slot id -> token, in flight
+        self._uids: dict[str, int] = {}
+        self._done: list[Published] = []
+
+    @property
+    def in_flight(self) -> int:
+        """Publications submitted and not finished."""
+        return len(self._jobs)
+
+    @property
+    def full(self) -> bool:
+        """Whether every buffer is being published (:meth:`buffer` would return None)."""
+        return len(self._jobs) >= SLOTS
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the child (None before it starts)."""
+        return None if self._proc is None else self._proc.pid
+
+    def _start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            end = _end_with_parent if sys.platform.startswith("linux") else None
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "tomostream.pva.publish_process", str(child.fileno())],
+                pass_fds=(child.fileno(),), env=child_env(), preexec_fn=end)
+        except OSError as exc:
+            parent.close()
+            raise TomostreamError(f"cannot start the publishing process: {exc}") from exc
+        finally:
+            child.close()
+        self._conn = Connection(parent.detach())
+        self._mapped.clear()
+        log.info("slices published by process %d", self._proc.pid)
+
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def buffer(self, shape: tuple[int, int]) -> tuple[int, np.ndarray] | None:
+        """A free float32 image buffer of ``shape`` in shared memory, ``(slot, array)``; None
+        while every buffer is being published. Write the image into it, then :meth:`submit`."""
+        if not self._alive():
+            self._restart()
+        before = {s.id for s in self._buffers.slots}
+        got = self._buffers.free(shape)
+        gone = before - {s.id for s in self._buffers.slots}
+        for slot_id in gone & self._mapped:
+            self._send(("forget", slot_id))
+            self._mapped.discard(slot_id)
+        return got
+
+    def _restart(self) -> None:
+        if self._proc is not None:
+            self._fail_jobs()
+            self._conn.close()
+            log.warning("publishing process ended (exit code %s): starting another",
+                        self._proc.returncode)
+            self._buffers.close()  # their files are unlinked: the next child gets new ones
+        self._start()
+
+    def _send(self, message) -> None:
+        try:
+            self._conn.send(message)
+        except OSError as exc:  # the child has gone: the next buffer() restarts it
+            log.warning("publishing process unreachable: %s", exc)
+
+    def submit(self, slot: int, name: str, markers=None, n: int | None = None,
+               nz: int | None = None, token=None) -> None:
+        """Publish the image of buffer ``slot`` on channel ``name``; the buffer is busy (not
+        handed out again) until :meth:`results` has returned its publication.
+
+        ``markers`` ``(ix, iy, iz)``: draw the slice-crossing lines; ``n``, ``nz``: the slice
+        sizes (see :meth:`ReconPublisher.publish`); ``token``: returned with the result.
+        """
+        buf = self._buffers.get(slot)
+        if slot not in self._mapped:
+            self._send(("map", slot, buf.path, buf.shape))
+            self._mapped.add(slot)
+        buf.busy = True
+        self._jobs[slot] = token
+        markers = None if markers is None else tuple(int(m) for m in markers)
+        self._send(("publish", slot, name, markers, n, nz, self._uids.get(name)))
+
+    def results(self, timeout: float = 0.0) -> list[Published]:
+        """Publications finished since the last call; waits up to ``timeout`` [s] for one when
+        some are in flight."""
+        if self._conn is not None and self._jobs:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    ready = wait([self._conn], max(deadline - time.monotonic(), 0.0))
+                    while ready and self._conn.poll():
+                        self._receive(self._conn.recv())
+                except (EOFError, OSError):
+                    self._fail_jobs()  # the next buffer() starts another child
+                    break
+                if not self._jobs or self._done or time.monotonic() >= deadline:
+                    break
+        done, self._done = self._done, []
+        return done
+
+    def _fail_jobs(self) -> None:
+        """The child has gone: fail what it had (its buffers are free again)."""
+        try:
+            code = self._proc.wait(5.0)
+        except subprocess.TimeoutExpired:  # not gone after all, only unreachable
+            self._proc.kill()
+            code = self._proc.wait(5.0)
+        for slot_id, token in self._jobs.items():
+            self._done.append(Published(token, None, time.time(), 0.0,
+                                        f"publishing process ended (exit code {code})"))
+            self._buffers.get(slot_id).busy = False
+        self._jobs.clear()
+
+    def _receive(self, message) -> None:
+        kind, slot = message[0], message[1]
+        if kind == "mapped":
+            self._buffers.get(slot).unlink()  # the child holds the mapping: no name needed
+            return
+        token = self._jobs.pop(slot)
+        self._buffers.get(slot).busy = False
+        _, _, name, uid, posted, seconds, error = message
+        if uid is not None:
+            self._uids[name] = uid
+        self._done.append(Published(token, uid, posted, seconds, error))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving (the child removes its channel and ends) and free the buffers."""
+        if self._proc is not None:
+            self._send(("close",))
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5.0)
+            self._conn.close()
+            self._proc = None
+        self._jobs.clear()
+        self._buffers.close()
+
+
+def _child_main(fd: int) -> int:  # pragma: no cover - runs in the child process
+    """Serve publications sent over ``fd`` until told to close or the parent goes away."""
+    from .server import PvaChannels
+
+    conn = Connection(fd)
+    channels = PvaChannels()
+    publishers: dict = {}
+    images: dict[int, tuple[mmap.mmap, np.ndarray]] = {}
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return 0
+            kind = message[0]
+            if kind == "close":
+                return 0
+            if kind == "map":
+                _, slot, path, shape = message
+                with open(path, "r+b") as f:
+                    mapped = mmap.mmap(f.fileno(), 0)
+                array = np.frombuffer(mapped, np.float32, int(np.prod(shape))).reshape(shape)
+                images[slot] = (mapped, array)
+                conn.send(("mapped", slot))
+            elif kind == "forget":
+                images.pop(message[1], None)
+            elif kind == "publish":
+                _, slot, name, markers, n, nz, last_uid = message
+                done = _publish(channels, publishers, name, images[slot][1], markers, n, nz,
+                                last_uid, None)
+                conn.send(("published", slot, name, done.unique_id, done.time, done.seconds,
+                           done.error))
+    finally:
+        channels.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(_child_main(int(sys.argv[1])))
