@@ -223,8 +223,8 @@ def _publish(channels, publishers: dict, name: str, image: np.ndarray, markers, 
 class ProcessPublisher:
     """Serve the slices from a child process; images travel through shared memory.
 
-    The child is started by the first :meth:`buffer` and again after it has died (its end is
-    reported as a failed :class:`Published`); it ends with this process. uniqueIds continue
+    The child is started by :meth:`start` or the first :meth:`buffer`, and again after it has
+    died (its end is reported as a failed :class:`Published`); it ends with this process. uniqueIds continue
     across a restart.
 
     Examples
@@ -281,6 +281,13 @@ class ProcessPublisher:
 
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> ProcessPublisher:
+        """Start the child now (else the first :meth:`buffer` does): its start-up (a Python
+        interpreter, NumPy, pvapy) then does not coincide with the first frames."""
+        if not self._alive():
+            self._restart()
+        return self
 
     def buffer(self, shape: tuple[int, int]) -> tuple[int, np.ndarray] | None:
         """A free float32 image buffer of ``shape`` in shared memory, ``(slot, array)``; None

@@ -31,6 +31,7 @@ from .frames import (
     dezinger_radius,
     projection_index,
 )
+from .staging import FrameStager
 
 if TYPE_CHECKING:
     from .stream_server import StreamServer
@@ -118,8 +119,9 @@ class StreamSession:
         self.publish_cost = 0.0
         #: token -> (frame times, worker seconds) of publications in flight.
         self.publications: dict = {}
-        #: Host buffer the frames of a push are stacked in (see _stage).
+        #: Host buffer the frames of a push are stacked in (see _stage), and who copies them.
         self.staging: np.ndarray | None = None
+        self.stager = FrameStager()
         self.last_status = 0.0
         self.work_time = 0.0
         self.pending_times: list[float] = []
@@ -158,6 +160,7 @@ class StreamSession:
         for sub in (self.image, self.dark, self.flat, self.theta):
             if sub is not None:
                 sub.stop()
+        self.stager.close()
 
     # pyepics callbacks (CA client threads): record, never block
     def _on_frame_type(self, value=None, timestamp=None, **kw) -> None:
@@ -443,7 +446,7 @@ class StreamSession:
         buf = self.staging
         if buf is None or buf.shape[0] < k or buf.shape[1:] != arrays[0].shape or buf.dtype != dtype:
             buf = self.staging = self.rec.host_frames(max(k, self.srv.batch_max), dtype)
-        return np.stack(arrays, out=buf[:k])
+        return self.stager.stack(arrays, buf)
 
     @property
     def publish_interval(self) -> float:

@@ -300,7 +300,7 @@ class StreamServer:
     def _new_publisher(self) -> ProcessPublisher | InlinePublisher:
         if self.publish_process:
             try:
-                return ProcessPublisher()
+                return ProcessPublisher().start()
             except TomostreamError as exc:
                 log.warning("%s: publishing from the worker thread", exc)
         return InlinePublisher()
