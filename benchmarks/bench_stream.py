@@ -7,7 +7,8 @@ settling second, the server's counters are read over a measuring window. A step 
 frame was dropped or lost and the server used (pushed into the reconstruction) at least 95 % of
 the frames offered. Reported: the highest passing rate (frames/s and MB/s of raw frames) and
 the latency from a frame's timestamp to the publication of the slices that contain it
-(p50/p99), including the server's ``frame_type_window`` hold. Prints one JSON object::
+(p50/p99), including the server's ``frame_type_window`` hold, and the share of it spent before
+a frame reaches the server's worker (``arrival``: the transport). Prints one JSON object::
 
     .venv/bin/python benchmarks/bench_stream.py [--sizes 512 1024] [--backend numpy]
     .venv/bin/python benchmarks/bench_stream.py --sizes 2048 --backend cupy --start-rate 100
@@ -44,7 +45,8 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def snapshot(srv: StreamServer) -> dict:
-    return {**srv.counters, "t": time.monotonic(), "latency_index": srv.latency.count}
+    return {**srv.counters, "t": time.monotonic(), "latency_index": srv.latency.count,
+            "arrival_index": srv.arrival.count}
 
 
 def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float, seconds: float,
@@ -60,6 +62,7 @@ def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float,
         return b[key] - a[key]
 
     lat = srv.latency.percentiles(a["latency_index"], b["latency_index"])
+    arr = srv.arrival.percentiles(a["arrival_index"], b["arrival_index"])
     offered = (delta("FramesReceived") + delta("FramesLost")) / dt
     used = delta("FramesUsed") / dt
     step = {
@@ -68,6 +71,8 @@ def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float,
         "lost": delta("FramesLost"), "bad": delta("FramesBad"),
         "latency_p50_s": round(lat["p50"], 4) if lat else None,
         "latency_p99_s": round(lat["p99"], 4) if lat else None,
+        "arrival_p50_s": round(arr["p50"], 4) if arr else None,
+        "arrival_p99_s": round(arr["p99"], 4) if arr else None,
     }
     step["ok"] = step["dropped"] == 0 and step["lost"] == 0 and used >= 0.95 * offered > 0
     return step

@@ -157,3 +157,30 @@ def test_child_env_adds_the_huge_page_tunable_once():
         "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
     assert child_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})["GLIBC_TUNABLES"] == \
         "glibc.malloc.hugetlb=0"
+
+
+def test_the_publishing_process_serves_large_blocks_from_the_heap():
+    """keep_freed_blocks puts a 64 MB block in the heap (brk), where freed pages are reused;
+    glibc otherwise maps blocks that large on their own."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, numpy as np
+from tomostream.pva.publish_process import keep_freed_blocks
+if sys.argv[1] == "keep":
+    assert keep_freed_blocks()
+block = np.ones(64 << 18, np.float32)   # 64 MB
+address = block.ctypes.data
+for line in open("/proc/self/maps"):
+    if line.rstrip().endswith("[heap]"):
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        print("heap" if lo <= address < hi else "mapped")
+        break
+else:
+    print("mapped")
+"""
+    where = {mode: subprocess.run([sys.executable, "-c", script, mode], capture_output=True,
+                                  text=True, timeout=60, check=True).stdout.strip()
+             for mode in ("keep", "default")}
+    assert where == {"keep": "heap", "default": "mapped"}

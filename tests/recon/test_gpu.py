@@ -111,3 +111,21 @@ def test_device_memory_stops_growing_whatever_the_push_sizes(phantom):
     held = pool.total_bytes()
     push_all(np.random.default_rng(1).permutation(sizes))
     assert pool.total_bytes() == held
+
+
+@pytest.mark.parametrize("n, nz", [(24, 40), (40, 24)])
+def test_image_assembled_on_the_device_equals_numpy_with_its_peak(n, nz):
+    rng = np.random.default_rng(5)
+    frames = rng.uniform(100.0, 1000.0, (30, nz, n)).astype(np.float32)
+    angles = np.linspace(0.0, 180.0, 30, endpoint=False)
+    cpu, gpu = (OrthoReconstructor(width=n, height=nz, buffer_size=30, backend=b)
+                for b in ("numpy", "cupy"))
+    out = np.full((max(n, nz), 3 * n), np.nan, np.float32)   # padding must be written too
+    for r in (cpu, gpu):
+        r.set_flat(np.full((nz, n), 1000.0, np.float32))
+        r.push(frames, angles)
+    a, b = cpu.image(), gpu.image(out=out)
+    assert b is out
+    np.testing.assert_allclose(b, a, atol=1e-4 * np.abs(a).max())
+    assert (b[n:, :n] == 0).all() and (b[nz:, n:] == 0).all()
+    assert gpu.peak == pytest.approx(float(b.max())) and cpu.peak is None

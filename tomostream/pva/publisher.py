@@ -118,7 +118,8 @@ class ReconPublisher:
         self._lock = threading.Lock()
 
     def publish(self, image: np.ndarray, markers: tuple[int, int, int] | None = None,
-                n: int | None = None, nz: int | None = None, timestamp: float | None = None) -> int:
+                n: int | None = None, nz: int | None = None, timestamp: float | None = None,
+                line_value: float | None = None) -> int:
         """Serve a new ortho-slice image.
 
         Parameters
@@ -135,6 +136,9 @@ class ReconPublisher:
             when nz < n, where the image height is n).
         timestamp : float, optional
             [s since the POSIX epoch]; now when omitted.
+        line_value : float, optional
+            Value of the marker lines; the largest finite pixel when omitted (a pass over the
+            image: give it when known already).
 
         Returns
         -------
@@ -165,7 +169,7 @@ class ReconPublisher:
         out = image if borrowed else image.astype(np.float32)
         saved = [out[index].copy() for index in lines] if borrowed else []
         if lines:
-            _draw_lines(out, lines)
+            _draw_lines(out, lines, line_value)
         with self._lock:
             uid = self.unique_id + 1 if self.unique_id < INT32_MAX else INT32_MIN
             try:

@@ -132,6 +132,7 @@ class StreamSession:
         self.held: collections.deque = collections.deque()
         self.waiting: str | None = "connections"
         server.latency = LatencyStats()
+        server.arrival = LatencyStats()
 
     # -- connections -------------------------------------------------------------------------
     def _value(self, suffix: str):
@@ -253,6 +254,8 @@ class StreamSession:
         room = max(self.srv.batch_max - len(self.held), 1)
         first = self.image.get(timeout=max(wait, 0.0)) if wait > 0 or not self.held else None
         arrived = ([first] if first is not None else []) + self.image.drain(room - 1)
+        if arrived:
+            self.srv.arrival.add([frame.timestamp for frame in arrived], time.time())
         due = time.monotonic() + self.srv.frame_type_window
         self.held.extend((due, frame) for frame in arrived)
         now = time.monotonic()
@@ -472,7 +475,7 @@ class StreamSession:
             self.publications[token] = (self.pending_times, self.work_time + time.perf_counter() - t0)
             markers = tuple(self.rec.params.ortho) if self.srv.markers else None
             pub.submit(slot, self._value("ReconPVAName"), markers=markers, n=self.rec.width,
-                       nz=self.rec.height, token=token)
+                       nz=self.rec.height, token=token, line_value=self.rec.peak)
         except TomostreamError as exc:  # the publishing process cannot start here
             self.srv.publisher_failed(exc)
             return

@@ -113,6 +113,9 @@ class StreamServer:
         The PV group (valid after :meth:`start`).
     latency : LatencyStats
         Frame-to-publication delays of the current StartRecon.
+    arrival : LatencyStats
+        Delays from a frame's timestamp to its arrival in the worker (the transport's share of
+        ``latency``), of the current StartRecon.
     commands : queue.SimpleQueue
         ``(suffix, value)`` of accepted IOC writes, for the worker (and its session).
     stopping : threading.Event
@@ -142,6 +145,7 @@ class StreamServer:
         self.defaults = {DEFAULT_PVS.get(k, k): v for k, v in defaults.items()}
         self.ioc: TomoStreamIOC | None = None
         self.latency = LatencyStats()
+        self.arrival = LatencyStats()
         self._ioc_thread: IocThread | None = None
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
