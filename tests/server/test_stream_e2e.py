@@ -7,6 +7,8 @@ new dark/flat/theta and FirstProjid, and the second half refills every slot.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -265,3 +267,28 @@ def test_drop_burst_is_counted_and_survived(beamline, server, ca, sim_ca, recon)
     check_phantom(beamline, image, (N // 2, N // 2, NZ // 2))
     wait_until(lambda: counters_add_up(server, beamline), 10.0,
                lambda: f"counters that add up: {server.counters}")
+
+
+def test_publishing_process_that_cannot_restart_falls_back_to_the_worker(
+        beamline, quiet_server, ca, sim_ca, recon, monkeypatch):
+    from tomostream.errors import TomostreamError
+    from tomostream.pva.publish_process import InlinePublisher, ProcessPublisher
+
+    start_recon(ca, quiet_server)
+    scan(sim_ca, ca)
+    first, _ = recon.settled(ca)
+    child = quiet_server.publisher.pid
+    assert child is not None and child != os.getpid()   # served by another process
+
+    def refuse(self):
+        raise TomostreamError("cannot start the publishing process: refused for this test")
+
+    monkeypatch.setattr(ProcessPublisher, "_start", refuse)
+    os.kill(child, signal.SIGKILL)
+    scan(sim_ca, ca)
+    wait_until(lambda: isinstance(quiet_server.publisher, InlinePublisher), 10.0,
+               "the server publishing from its worker")
+    uid, image = recon.settled(ca)
+    assert uid > first                                   # the same channel goes on
+    check_phantom(beamline, image, (N // 2, N // 2, NZ // 2))
+    assert ca.text("StartRecon") == "Acquire"

@@ -183,11 +183,16 @@ class _Buffers:
 
 class InlinePublisher:
     """Publish in the calling thread (no child process); the interface of
-    :class:`ProcessPublisher`."""
+    :class:`ProcessPublisher`.
 
-    def __init__(self):
+    ``unique_ids``: the last uniqueId of channels served before (by a publishing process this
+    one replaces), so that they go on from there.
+    """
+
+    def __init__(self, unique_ids: dict[str, int] | None = None):
         from .server import PvaChannels
 
+        self.unique_ids: dict[str, int] = dict(unique_ids or {})
         self._channels = PvaChannels()
         self._publishers: dict = {}
         self._buffers = _Buffers(shared=False)
@@ -205,8 +210,11 @@ class InlinePublisher:
                nz: int | None = None, token=None, line_value: float | None = None) -> None:
         """Publish the image of ``slot`` on channel ``name`` (now: see :meth:`results`)."""
         image = self._buffers.get(slot).array
-        self._done.append(_publish(self._channels, self._publishers, name, image, markers, n, nz,
-                                   None, token, line_value))
+        done = _publish(self._channels, self._publishers, name, image, markers, n, nz,
+                        self.unique_ids.get(name), token, line_value)
+        if done.unique_id is not None:
+            self.unique_ids[name] = done.unique_id
+        self._done.append(done)
 
     def results(self, timeout: float = 0.0) -> list[Published]:
         """Publications finished since the last call."""
@@ -266,7 +274,8 @@ class ProcessPublisher:
         self._buffers = _Buffers(shared=True)
         self._mapped: set[int] = set()   # slot ids the child has mapped
         self._jobs: dict[int, object] = {}  # slot id -> token, in flight
-        self._uids: dict[str, int] = {}
+        #: Last uniqueId served on each channel (they go on after a restart).
+        self.unique_ids: dict[str, int] = {}
         self._done: list[Published] = []
 
     @property
@@ -354,7 +363,7 @@ class ProcessPublisher:
         buf.busy = True
         self._jobs[slot] = token
         markers = None if markers is None else tuple(int(m) for m in markers)
-        self._send(("publish", slot, name, markers, n, nz, self._uids.get(name), line_value))
+        self._send(("publish", slot, name, markers, n, nz, self.unique_ids.get(name), line_value))
 
     def results(self, timeout: float = 0.0) -> list[Published]:
         """Publications finished since the last call; waits up to ``timeout`` [s] for one when
@@ -396,7 +405,7 @@ class ProcessPublisher:
         self._buffers.get(slot).busy = False
         _, _, name, uid, posted, seconds, error = message
         if uid is not None:
-            self._uids[name] = uid
+            self.unique_ids[name] = uid
         self._done.append(Published(token, uid, posted, seconds, error))
 
     def close(self, timeout: float = 10.0) -> None:

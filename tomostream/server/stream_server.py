@@ -153,6 +153,7 @@ class StreamServer:
         self._heartbeat: threading.Thread | None = None
         #: Serves ReconPVAName: a ProcessPublisher or an InlinePublisher (valid after start).
         self.publisher: ProcessPublisher | InlinePublisher | None = None
+        self._publisher_note = ""
         self._session: StreamSession | None = None
         #: Device failures the engine answered with smaller batches or the CPU (all sessions).
         self.degraded = 0
@@ -172,7 +173,7 @@ class StreamServer:
         self._heartbeat = threading.Thread(target=self._beat, name="tomostream-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
-        self.set_pvs({"ReconStatus": "Stopped: ready"})
+        self.set_pvs({"ReconStatus": "Stopped: ready" + self._publisher_note})
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -302,15 +303,20 @@ class StreamServer:
             log.warning("could not complete StartRecon: %s", exc)
 
     def _new_publisher(self) -> ProcessPublisher | InlinePublisher:
+        """The publishing process, or (asked for, or where it cannot start) the worker thread;
+        the reason for the latter goes into ``self._publisher_note``."""
+        self._publisher_note = ""
         if self.publish_process:
             try:
                 return ProcessPublisher().start()
             except TomostreamError as exc:
+                self._publisher_note = f" (slices published from the worker thread: {exc})"
                 log.warning("%s: publishing from the worker thread", exc)
         return InlinePublisher()
 
     def publisher_failed(self, exc: Exception) -> None:
         """The publishing process cannot run here: publish from the worker from now on."""
         self.status(f"Running: {exc}; publishing from the worker thread instead")
-        self.publisher.close()
-        self.publisher = InlinePublisher()
+        old = self.publisher
+        old.close()
+        self.publisher = InlinePublisher(unique_ids=old.unique_ids)
