@@ -3,9 +3,10 @@
 The simulated beamline runs as deployed, in its own process (``tomostream sim``); the stream
 server runs in this process, as ``tomostream serve`` would; a PV Access client counts the
 published slices. One scan of ``--frames`` projections at ``--fps`` goes through. Meanwhile the
-resident memory (RSS) of both processes, and the GPU memory held by CuPy when the server runs
-on a GPU, are sampled. Pass criteria: no frame dropped, lost or bad, every frame accounted
-for (used, or skipped with a reason), and memory flat within 5 % after the warm-up (the first
+resident memory (RSS) of the simulator, the server and its publishing process, and the GPU
+memory held by CuPy when the server runs on a GPU, are sampled. Pass criteria: no frame
+dropped, lost or bad, every frame accounted for (used, or skipped with a reason), and memory
+flat within 5 % after the warm-up (the first
 ``--warmup`` fraction of the frames): the floors of five consecutive windows of samples agree
 within 5 % (:func:`memory_stats`). Prints one JSON object::
 
@@ -40,6 +41,15 @@ def rss_bytes(pid: int | None = None) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise OSError(f"no VmRSS for process {pid}")
+
+
+def _publisher_rss(server) -> int | None:
+    """RSS of the server's publishing process (None when it publishes in-process)."""
+    pid = getattr(server.publisher, "pid", None)
+    try:
+        return rss_bytes(pid) if pid else None
+    except OSError:                                # between a child's end and its successor
+        return None
 
 
 def gpu_bytes() -> int | None:
@@ -80,6 +90,7 @@ class Samples:
     used: list = field(default_factory=list)
     rss: list = field(default_factory=list)
     rss_sim: list = field(default_factory=list)
+    rss_pub: list = field(default_factory=list)
     gpu: list = field(default_factory=list)
 
 
@@ -170,6 +181,7 @@ def soak(server, sim_prefix: str, frames: int, *, sim_pid: int | None = None, wa
             samples.used.append(server.counters.get("FramesUsed", 0) - before.get("FramesUsed", 0))
             samples.rss.append(rss_bytes())
             samples.rss_sim.append(rss_bytes(sim_pid) if sim_pid else None)
+            samples.rss_pub.append(_publisher_rss(server))
             samples.gpu.append(gpu_bytes())
             done.wait(period)
 
@@ -202,14 +214,17 @@ def soak(server, sim_prefix: str, frames: int, *, sim_pid: int | None = None, wa
     start = next((i for i, u in enumerate(samples.used) if u >= warmup * frames), len(samples.used))
     rss = memory_stats(samples.rss[start:])
     rss_sim = memory_stats(samples.rss_sim[start:])
+    rss_pub = memory_stats(samples.rss_pub[start:])
     gpu = memory_stats(samples.gpu[start:])
-    flat = bool(rss) and all(not m or m["floor_spread"] <= FLAT for m in (rss, rss_sim, gpu))
+    flat = bool(rss) and all(not m or m["floor_spread"] <= FLAT
+                             for m in (rss, rss_sim, rss_pub, gpu))
     result = {
         "frames": frames, "requested_fps": round(fps, 1), "scan_s": round(scan_s, 2),
         "used_fps": round(c["FramesUsed"] / scan_s, 1), "counters": c,
         "published_updates_seen": recon.updates, "published_unique_id": recon.last_unique_id,
         "samples": len(samples.t), "warmup_samples": start,
-        "rss_server_bytes": rss, "rss_sim_bytes": rss_sim, "gpu_pool_bytes": gpu,
+        "rss_server_bytes": rss, "rss_sim_bytes": rss_sim, "rss_publisher_bytes": rss_pub,
+        "gpu_pool_bytes": gpu,
         "no_drops": c["FramesDropped"] == 0 and c["FramesLost"] == 0 and c["FramesBad"] == 0,
         "consistent": c["FramesReceived"] + c["FramesLost"] >= frames and accounted(c),
         "memory_flat": flat,

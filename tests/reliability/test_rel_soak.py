@@ -40,4 +40,6 @@ def test_short_soak_has_no_drops_and_flat_memory(beamline, make_server, ca, sim_
     assert result["samples"] - result["warmup_samples"] >= 2 * soak.WINDOWS
     assert rss["floor_spread"] <= soak.FLAT, rss   # RSS growth bounded after the warm-up
     assert rss["max"] <= 1.2 * rss["floors"][0], rss  # and no transient far above it
+    pub = result["rss_publisher_bytes"]                 # the publishing process too
+    assert pub and pub["floor_spread"] <= soak.FLAT, pub
     assert result["memory_flat"] and result["ok"]
