@@ -184,3 +184,24 @@ else:
                                   text=True, timeout=60, check=True).stdout.strip()
              for mode in ("keep", "default")}
     assert where == {"keep": "heap", "default": "mapped"}
+
+
+def test_a_full_shm_is_a_clear_error_not_a_crash(monkeypatch):
+    """Space for a buffer is reserved before it is written: no room is an error that names it
+    (writing into an unbacked mapping would kill the process)."""
+    import errno
+
+    from tomostream.errors import TomostreamError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = _shm_files()
+    pub = ProcessPublisher()
+    try:
+        monkeypatch.setattr(os, "posix_fallocate", full)
+        with pytest.raises(TomostreamError, match="no room for a 1 MB image buffer in /dev/shm"):
+            pub.buffer((512, 512))
+    finally:
+        pub.close()
+    assert _shm_files() - before == set()

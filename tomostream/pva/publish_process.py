@@ -108,7 +108,13 @@ def keep_freed_blocks() -> bool:
 
 
 class _Slot:
-    """A float32 image buffer of a fixed shape; in shared memory when ``path`` is given."""
+    """A float32 image buffer of a fixed shape; in shared memory (a file in :data:`SHM_DIR`)
+    when ``shared``.
+
+    The file's space is reserved when it is made: writing into a mapping that a full
+    file system cannot back would end the process (SIGBUS), so a full ``/dev/shm`` is a
+    :class:`TomostreamError` here instead.
+    """
 
     def __init__(self, shape: tuple[int, int], shared: bool):
         self.shape = shape
@@ -118,8 +124,12 @@ class _Slot:
         if shared:
             fd, self.path = tempfile.mkstemp(prefix="tomostream-", dir=SHM_DIR)
             try:
-                os.ftruncate(fd, nbytes)
+                os.posix_fallocate(fd, 0, nbytes)
                 self._map = mmap.mmap(fd, nbytes)
+            except OSError as exc:
+                self.unlink()
+                raise TomostreamError(f"no room for a {nbytes / 1e6:.0f} MB image buffer in "
+                                      f"{SHM_DIR}: {exc}") from exc
             finally:
                 os.close(fd)
             self.array = np.frombuffer(self._map, np.float32, int(np.prod(shape))).reshape(shape)
@@ -161,9 +171,17 @@ class _Buffers:
                 return None  # the old shape is still being published
             self.close()
         if not self.slots:
-            self.slots = [_Slot(shape, self.shared) for _ in range(SLOTS)]
-            for slot in self.slots:
+            made: list[_Slot] = []
+            try:
+                while len(made) < SLOTS:
+                    made.append(_Slot(shape, self.shared))
+            except TomostreamError:
+                for slot in made:
+                    slot.close()
+                raise
+            for slot in made:
                 slot.id, self._next_id = self._next_id, self._next_id + 1
+            self.slots = made
         for slot in self.slots:
             if not slot.busy:
                 return slot.id, slot.array
