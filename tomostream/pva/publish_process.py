@@ -271,7 +271,10 @@ class ProcessPublisher:
     """Serve the slices from a child process; images travel through shared memory.
 
     The child is started by :meth:`start` or the first :meth:`buffer`, and again after it has
-    died (its end is reported as a failed :class:`Published`); it ends with this process. uniqueIds continue
+    died (its end is reported as a failed :class:`Published`); it ends with this process. On
+    Linux it is signalled when the *thread* that started it ends, so start it from a thread
+    that lives as long as the publisher (the stream server starts it from the thread that
+    starts the server, and restarts it from its worker). uniqueIds continue
     across a restart.
 
     Examples
