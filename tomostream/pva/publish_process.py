@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import mmap
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
+from ..childproc import popen_with_parent
 from ..errors import TomostreamError
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ SLOTS = 2
 SHM_DIR = "/dev/shm"
 #: glibc tunable that backs large malloc blocks with transparent huge pages.
 HUGETLB = "glibc.malloc.hugetlb=1"
-#: prctl option asking for a signal when the parent process ends (Linux).
-_PR_SET_PDEATHSIG = 1
 #: glibc mallopt parameters, and how much free heap the child keeps [bytes].
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 KEEP_FREE = 1 << 30
@@ -84,10 +82,6 @@ def child_env(env: dict | None = None) -> dict:
         tunables.append(HUGETLB)
     env["GLIBC_TUNABLES"] = ":".join(tunables)
     return env
-
-
-def _end_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def keep_freed_blocks() -> bool:
@@ -259,8 +253,7 @@ def _publish(channels, publishers: dict, name: str, image: np.ndarray, markers, 
             pub = publishers[name] = ReconPublisher(channels, name)
             if last_uid is not None:
                 pub.unique_id = last_uid
-        uid = pub.publish(image, markers=None if markers is None else tuple(markers), n=n, nz=nz,
-                          line_value=line_value)
+        uid = pub.publish(image, markers=markers, n=n, nz=nz, line_value=line_value)
         return Published(token, uid, time.time(), time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - reported to the caller, never fatal
         error = str(exc) if isinstance(exc, TomostreamError) else f"{type(exc).__name__}: {exc}"
@@ -271,11 +264,10 @@ class ProcessPublisher:
     """Serve the slices from a child process; images travel through shared memory.
 
     The child is started by :meth:`start` or the first :meth:`buffer`, and again after it has
-    died (its end is reported as a failed :class:`Published`); it ends with this process. On
-    Linux it is signalled when the *thread* that started it ends, so start it from a thread
-    that lives as long as the publisher (the stream server starts it from the thread that
-    starts the server, and restarts it from its worker). uniqueIds continue
-    across a restart.
+    died (its end is reported as a failed :class:`Published`); it ends with this process
+    (:mod:`tomostream.childproc`: with the thread that started it, so start it from one that
+    lives as long as the publisher; the stream server starts it from the thread that starts the
+    server, and restarts it from its worker). uniqueIds continue across a restart.
 
     Examples
     --------
@@ -317,10 +309,9 @@ class ProcessPublisher:
     def _start(self) -> None:
         parent, child = socket.socketpair()
         try:
-            end = _end_with_parent if sys.platform.startswith("linux") else None
-            self._proc = subprocess.Popen(
+            self._proc = popen_with_parent(
                 [sys.executable, "-m", "tomostream.pva.publish_process", str(child.fileno())],
-                pass_fds=(child.fileno(),), env=child_env(), preexec_fn=end)
+                pass_fds=(child.fileno(),), env=child_env())
         except OSError as exc:
             parent.close()
             raise TomostreamError(f"cannot start the publishing process: {exc}") from exc
@@ -343,12 +334,9 @@ class ProcessPublisher:
     def buffer(self, shape: tuple[int, int]) -> tuple[int, np.ndarray] | None:
         """A free float32 image buffer of ``shape`` in shared memory, ``(slot, array)``; None
         while every buffer is being published. Write the image into it, then :meth:`submit`."""
-        if not self._alive():
-            self._restart()
-        before = {s.id for s in self._buffers.slots}
+        self.start()
         got = self._buffers.free(shape)
-        gone = before - {s.id for s in self._buffers.slots}
-        for slot_id in gone & self._mapped:
+        for slot_id in self._mapped - {s.id for s in self._buffers.slots}:  # re-made buffers
             self._send(("forget", slot_id))
             self._mapped.discard(slot_id)
         return got

@@ -455,18 +455,22 @@ class OrthoReconstructor:
         if self.backend == "cupy":
             self._stream.synchronize()
 
-    def slices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The Z ``(n, n)``, Y ``(nz, n)`` and X ``(nz, n)`` slices [1/pixel], float32 NumPy arrays."""
+    def _from_sums(self, use):
+        """``use(scale)`` once the sums are up to date (``scale`` turns them into slices
+        [1/pixel]); after a device failure the engine degrades and it runs again."""
         while True:
             try:
                 with self._stream:
                     self._refresh()
-                    filled = self.filled
-                    scale = math.pi / filled if filled else 0.0
-                    return tuple(self._be.to_host((s * scale).astype(self._be.xp.float32))
-                                 for s in self._sums)
+                    return use(math.pi / self.filled if self.filled else 0.0)
             except self._be.failures as exc:
+                self._image = None                  # its device memory back before the retry
                 self._degrade(exc, "computing the slices")
+
+    def slices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Z ``(n, n)``, Y ``(nz, n)`` and X ``(nz, n)`` slices [1/pixel], float32 NumPy arrays."""
+        return self._from_sums(lambda scale: tuple(
+            self._be.to_host((s * scale).astype(self._be.xp.float32)) for s in self._sums))
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -490,32 +494,28 @@ class OrthoReconstructor:
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise BadParameter(f"out has shape {out.shape} {out.dtype}, expected {shape} float32, "
                                "C-contiguous")
-        while True:
-            try:
-                with self._stream:
-                    self._refresh()
-                    scale = math.pi / self.filled if self.filled else 0.0
-                    on_host = self.backend != "cupy"
-                    if on_host:
-                        img = out
-                        out[n:, :n] = 0.0           # below the Z slice when nz > n
-                        out[nz:, n:] = 0.0          # below the vertical slices when n > nz
-                    else:                           # padding zeroed once, never written
-                        if self._image is None or self._image.shape != shape:
-                            self._image = self._be.xp.zeros(shape, dtype=self._be.xp.float32)
-                        img = self._image
-                    z, y, x = self._sums
-                    xp = self._be.xp
-                    xp.multiply(z, scale, out=img[:n, :n], casting="unsafe")
-                    xp.multiply(y, scale, out=img[:nz, n:2 * n], casting="unsafe")
-                    xp.multiply(x, scale, out=img[:nz, 2 * n:], casting="unsafe")
-                    if on_host:
-                        self.peak = None
-                    else:
-                        top = img.max()
-                        img.get(out=out)            # waits for the copy
-                        self.peak = float(top) if math.isfinite(float(top)) else None
-                    return out
-            except self._be.failures as exc:
-                self._image = None
-                self._degrade(exc, "computing the slices")
+
+        def assemble(scale: float) -> np.ndarray:
+            xp = self._be.xp
+            on_host = self.backend != "cupy"
+            if on_host:
+                img = out
+                out[n:, :n] = 0.0                   # below the Z slice when nz > n
+                out[nz:, n:] = 0.0                  # below the vertical slices when n > nz
+            else:                                   # padding zeroed once, never written
+                if self._image is None or self._image.shape != shape:
+                    self._image = xp.zeros(shape, dtype=xp.float32)
+                img = self._image
+            z, y, x = self._sums
+            xp.multiply(z, scale, out=img[:n, :n], casting="unsafe")
+            xp.multiply(y, scale, out=img[:nz, n:2 * n], casting="unsafe")
+            xp.multiply(x, scale, out=img[:nz, 2 * n:], casting="unsafe")
+            if on_host:
+                self.peak = None
+            else:
+                top = img.max()
+                img.get(out=out)                    # waits for the copy
+                self.peak = float(top) if math.isfinite(float(top)) else None
+            return out
+
+        return self._from_sums(assemble)

@@ -16,7 +16,6 @@ Then ``caput 2bmb:TomoScanStream:StartScan 1`` starts a scan; the images stream 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import signal
@@ -25,18 +24,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ..childproc import popen_with_parent
 from ..epics_env import apply_env
 from ..errors import TomostreamError
 from ..ioc.access import LOOPBACK, bind_env, server_interfaces, split_hosts
 from .beamline import SimBeamline
 from .ioc import TomoScanStreamIOC
-
-#: prctl option asking for a signal when the parent process ends (Linux).
-_PR_SET_PDEATHSIG = 1
-
-
-def _end_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(args: Sequence[str], **popen) -> subprocess.Popen:
@@ -46,9 +39,7 @@ def spawn(args: Sequence[str], **popen) -> subprocess.Popen:
     leaves no simulator behind to keep serving its channels (and to mislead the next run).
     ``popen`` goes to :class:`subprocess.Popen`.
     """
-    end = _end_with_parent if sys.platform.startswith("linux") else None
-    return subprocess.Popen([sys.executable, "-m", "tomostream.sim.cli", *args], preexec_fn=end,
-                            **popen)
+    return popen_with_parent([sys.executable, "-m", "tomostream.sim.cli", *args], **popen)
 
 
 def _parser() -> argparse.ArgumentParser:
