@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Image buffers per publisher: one being filled while the other is published.
 SLOTS = 2
+#: Longest the start of the publishing process may take (Python, NumPy, pvapy) [s].
+START_TIMEOUT = 30.0
 #: Where shared buffers live (a RAM file system); without it publication stays in-process.
 SHM_DIR = "/dev/shm"
 #: glibc tunable that backs large malloc blocks with transparent huge pages.
@@ -319,14 +321,32 @@ class ProcessPublisher:
             child.close()
         self._conn = Connection(parent.detach())
         self._mapped.clear()
+        # wait for its PVA server: a start-up (a second of CPU) that ran on into the first
+        # frames took CPU time from their reception and lost some
+        try:
+            ready = self._conn.poll(START_TIMEOUT) and self._conn.recv() == ("ready",)
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self._proc.kill()
+            code = self._proc.wait(5.0)
+            raise TomostreamError(f"the publishing process did not start within {START_TIMEOUT:.0f} s "
+                                  f"(exit code {code})")
         log.info("slices published by process %d", self._proc.pid)
 
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> ProcessPublisher:
-        """Start the child now (else the first :meth:`buffer` does): its start-up (a Python
-        interpreter, NumPy, pvapy) then does not coincide with the first frames."""
+        """Start the child now (else the first :meth:`buffer` does) and return once it serves:
+        its start-up (a Python interpreter, NumPy, pvapy) then does not coincide with the first
+        frames.
+
+        Raises
+        ------
+        TomostreamError
+            When the child cannot be started or does not answer within :data:`START_TIMEOUT`.
+        """
         if not self._alive():
             self._restart()
         return self
@@ -440,6 +460,7 @@ def _child_main(fd: int) -> int:  # pragma: no cover - runs in the child process
         log.info("not glibc: each image is encoded into fresh memory")
     conn = Connection(fd)
     channels = PvaChannels()
+    conn.send(("ready",))
     publishers: dict = {}
     images: dict[int, tuple[mmap.mmap, np.ndarray]] = {}
     try:
