@@ -91,6 +91,25 @@ def test_frames_from_an_independent_p4p_server(p4p_server, unique_prefix, wait):
     assert sub.counters["lost"] == 1
 
 
+def test_updates_queued_while_the_consumer_was_held_all_arrive_in_order(channels, unique_prefix, wait):
+    """The consumer thread takes a backlog in a row (under one hold of the GIL): none is lost,
+    skipped or reordered."""
+    name = unique_prefix + "Image"
+    sub = _serve_and_subscribe(channels, name, 0, queue_size=64, monitor_queue=100)
+    with sub:
+        with sub._ready:               # the consumer blocks on its next frame; pvapy queues on
+            for uid in range(1, 41):
+                channels.update(name, _frame(uid))
+            wait(lambda: sub._pvq.getCounters()["nReceived"] >= 41, timeout=5.0,
+                 what="the backlog queued")      # frame 0, and 1-40 behind the held consumer
+        wait(lambda: sub.last_unique_id == 40, what="the backlog taken")
+        frames = sub.drain()
+    assert [f.unique_id for f in frames] == list(range(1, 41))
+    np.testing.assert_array_equal(frames[-1].array, _pixels(40))
+    assert sub.counters["lost"] == sub.counters["dropped"] == 0
+    assert sub._pvq.getCounters()["nRejected"] == 0
+
+
 def test_slow_consumer_drops_oldest_and_memory_stays_bounded(channels, unique_prefix, wait):
     name = unique_prefix + "Image"
     sub = _serve_and_subscribe(channels, name, 0, queue_size=4)

@@ -1,18 +1,22 @@
 """Throughput of the PV Access layer: NTNDArray encoding and the image subscriber.
 
-``python -m tomostream.pva.bench [--width 512 --height 512 --frames 3000]`` prints one JSON
-object. The subscriber figure is measured against a pvapy server in another process that
-posts frames as fast as it can (pre-built, only ``uniqueId`` changes), so it is the smaller
-of what that server sends and what :class:`ImageSubscriber` takes in; ``lost`` says how
-many ids never arrived.
+``python -m tomostream.pva.bench [--width 512 --height 512 --frames 3000 --busy 1]`` prints
+one JSON object. The subscriber figure is measured against a pvapy server in another process
+that posts frames at the given rates (pre-built, only ``uniqueId`` changes), so it is the
+smaller of what that server sends and what :class:`ImageSubscriber` takes in; ``lost`` says
+how many ids never arrived. ``--busy N`` keeps N pure-Python threads spinning in the
+subscriber's process meanwhile, as the stream server's worker does: a subscriber that must
+take the GIL back once per frame falls behind then.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import threading
 import time
 import uuid
 
@@ -61,11 +65,32 @@ def _serve(name: str, width: int, height: int, frames: int, rate: float, ready, 
         time.sleep(2.0)  # let the client drain before the server goes away
 
 
+@contextlib.contextmanager
+def busy_threads(count: int):
+    """``count`` threads running pure-Python work (holding the GIL but for the switch interval)."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(2000))
+
+    threads = [threading.Thread(target=spin, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 def measure_subscriber(width: int = 512, height: int = 512, frames: int = 3000,
-                       queue_size: int = 64, rate: float = 0.0) -> dict:
+                       queue_size: int = 64, rate: float = 0.0, busy: int = 0) -> dict:
     """Frames/s an :class:`ImageSubscriber` receives from a server process.
 
-    The server posts ``frames`` frames at ``rate`` [frames/s], or flat out when 0.
+    The server posts ``frames`` frames at ``rate`` [frames/s], or flat out when 0, while
+    ``busy`` pure-Python threads run in this process.
     """
     from .subscriber import ImageSubscriber
 
@@ -80,19 +105,20 @@ def measure_subscriber(width: int = 512, height: int = 512, frames: int = 3000,
             first = sub.get(10.0)
             if first is None:
                 raise TimeoutError(f"no frame from {name} within 10 s")
-            go.set()
-            t_go = time.perf_counter()
-            taken, t_last = 0, t_go
-            while sub.last_unique_id != frames:
-                frame = sub.get(1.0)  # then take everything queued, as a batching caller does
-                if frame is None:
-                    break  # the last frames were lost
-                taken += 1 + len(sub.drain())
-                t_last = time.perf_counter()
+            with busy_threads(busy):
+                go.set()
+                t_go = time.perf_counter()
+                taken, t_last = 0, t_go
+                while sub.last_unique_id != frames:
+                    frame = sub.get(1.0)  # then take everything queued, as a batching caller does
+                    if frame is None:
+                        break  # the last frames were lost
+                    taken += 1 + len(sub.drain())
+                    t_last = time.perf_counter()
             elapsed = t_last - t_go
             counters = dict(sub.counters)
         received_rate = (counters["received"] - 1) / elapsed
-        return {"frames_per_s": received_rate, "posted_per_s": rate or "flat out",
+        return {"frames_per_s": received_rate, "posted_per_s": rate or "flat out", "busy_threads": busy,
                 "mb_per_s": received_rate * width * height * 2 / 1e6, "taken": taken,
                 "width": width, "height": height, "frames": frames, "cpus": os.cpu_count(),
                 **counters}
@@ -109,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--rates", type=float, nargs="*", default=[0.0, 1000.0, 2000.0, 3000.0],
                         help="posting rates [frames/s] to try; 0 = flat out")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="pure-Python threads kept busy in the subscriber's process")
     args = parser.parse_args(argv)
     apply_env(loopback_env())
     result = {"encode_2048": measure_encode(),
-              "subscriber": [measure_subscriber(args.width, args.height, args.frames, rate=rate)
+              "subscriber": [measure_subscriber(args.width, args.height, args.frames, rate=rate,
+                                                busy=args.busy)
                              for rate in args.rates]}
     print(json.dumps(result, indent=1))
     return 0
