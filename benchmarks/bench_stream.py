@@ -8,7 +8,9 @@ frame was dropped or lost and the server used (pushed into the reconstruction) a
 the frames offered. Reported: the highest passing rate (frames/s and MB/s of raw frames) and
 the latency from a frame's timestamp to the publication of the slices that contain it
 (p50/p99), including the server's ``frame_type_window`` hold, and the share of it spent before
-a frame reaches the server's worker (``arrival``: the transport). Prints one JSON object::
+a frame reaches the server's worker (``arrival``), and of that the share before the server's
+image subscriber has decoded it (``receive``: detector, network and PV Access; the rest is
+waiting for the worker). Prints one JSON object::
 
     .venv/bin/python benchmarks/bench_stream.py [--sizes 512 1024] [--backend numpy]
     .venv/bin/python benchmarks/bench_stream.py --sizes 2048 --backend cupy --start-rate 100
@@ -45,8 +47,10 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def snapshot(srv: StreamServer) -> dict:
-    return {**srv.counters, "t": time.monotonic(), "latency_index": srv.latency.count,
-            "arrival_index": srv.arrival.count}
+    image = srv._session.image if srv._session is not None else None
+    overflow = image.counters.get("overflow", 0) if image is not None else 0
+    return {**srv.counters, "overflow": overflow, "t": time.monotonic(), "latency_index": srv.latency.count,
+            "arrival_index": srv.arrival.count, "receive_index": srv.receive.count}
 
 
 def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float, seconds: float,
@@ -63,16 +67,19 @@ def measure_step(srv: StreamServer, sim_prefix: str, rate: float, settle: float,
 
     lat = srv.latency.percentiles(a["latency_index"], b["latency_index"])
     arr = srv.arrival.percentiles(a["arrival_index"], b["arrival_index"])
+    rcv = srv.receive.percentiles(a["receive_index"], b["receive_index"])
     offered = (delta("FramesReceived") + delta("FramesLost")) / dt
     used = delta("FramesUsed") / dt
     step = {
         "requested_fps": round(rate, 1), "offered_fps": round(offered, 1), "used_fps": round(used, 1),
         "used_MBps": round(used * frame_mb, 1), "dropped": delta("FramesDropped"),
-        "lost": delta("FramesLost"), "bad": delta("FramesBad"),
+        "lost": delta("FramesLost"), "lost_in_server": delta("overflow"), "bad": delta("FramesBad"),
         "latency_p50_s": round(lat["p50"], 4) if lat else None,
         "latency_p99_s": round(lat["p99"], 4) if lat else None,
         "arrival_p50_s": round(arr["p50"], 4) if arr else None,
         "arrival_p99_s": round(arr["p99"], 4) if arr else None,
+        "receive_p50_s": round(rcv["p50"], 4) if rcv else None,
+        "receive_p99_s": round(rcv["p99"], 4) if rcv else None,
     }
     step["ok"] = step["dropped"] == 0 and step["lost"] == 0 and used >= 0.95 * offered > 0
     return step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_frames_arrive_in_order(dtype, channels, unique_prefix, wait):
     assert all(f.array.dtype == dtype and f.array.shape == (8, 12) for f in frames)
     np.testing.assert_array_equal(frames[-1].array, _pixels(5, dtype))
     assert sub.counters == dict(received=6, dropped=0, lost=0, bad=0, reconnects=0, resubscribes=0,
-                                repeated=0, restarts=0)
+                                repeated=0, restarts=0, overflow=0)
     assert not sub.connected
 
 
@@ -102,12 +103,34 @@ def test_updates_queued_while_the_consumer_was_held_all_arrive_in_order(channels
                 channels.update(name, _frame(uid))
             wait(lambda: sub._pvq.getCounters()["nReceived"] >= 41, timeout=5.0,
                  what="the backlog queued")      # frame 0, and 1-40 behind the held consumer
+            time.sleep(0.2)
         wait(lambda: sub.last_unique_id == 40, what="the backlog taken")
         frames = sub.drain()
     assert [f.unique_id for f in frames] == list(range(1, 41))
     np.testing.assert_array_equal(frames[-1].array, _pixels(40))
+    # each frame says when it was decoded: after its timestamp, the held ones 0.2 s after
+    # (frame 1 may have been decoded before the consumer blocked)
+    assert all(0 < f.timestamp <= f.received for f in frames)
+    assert all(f.received - f.timestamp >= 0.2 for f in frames[1:])
     assert sub.counters["lost"] == sub.counters["dropped"] == 0
     assert sub._pvq.getCounters()["nRejected"] == 0
+
+
+def test_updates_turned_away_by_a_full_client_queue_are_counted_as_lost_here(
+        channels, unique_prefix, wait):
+    name = unique_prefix + "Image"
+    sub = _serve_and_subscribe(channels, name, 0, queue_size=64, monitor_queue=10)
+    with sub:
+        with sub._ready:               # the consumer is held: the 10-update queue fills up
+            for uid in range(1, 41):
+                channels.update(name, _frame(uid))
+            wait(lambda: sub._pvq.getCounters()["nRejected"] > 0, what="a full client queue")
+            time.sleep(0.2)
+        channels.update(name, _frame(41))
+        wait(lambda: sub.last_unique_id == 41, what="the last frame")
+    c = sub.counters
+    assert 0 < c["overflow"] <= c["lost"]
+    assert c["received"] + c["lost"] == 42
 
 
 def test_slow_consumer_drops_oldest_and_memory_stays_bounded(channels, unique_prefix, wait):

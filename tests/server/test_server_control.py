@@ -66,6 +66,8 @@ def test_latency_stats_keep_numbering_when_trimmed():
     assert stats.percentiles(0, 5) == {}            # trimmed away
     stats.add([0.0], 200.0)                          # no timestamp: no sample
     assert stats.count == 30
+    stats.add_delays([0.25, 0.75])                   # delays measured frame by frame
+    assert stats.count == 32 and stats.percentiles(30, 32)["max"] == 0.75
 
 
 def test_counters_subtract_ids_skipped_between_scans():

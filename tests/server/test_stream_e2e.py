@@ -141,6 +141,10 @@ def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, s
     assert ca.get("ReconTime") > 0
     c = quiet_server.counters
     assert c["FramesLost"] == 0 and c["FramesBad"] == 0 and c["FramesDropped"] == 0
+    # every frame's delays: decoded after its timestamp, reached the worker after that
+    receive, arrival = quiet_server.receive.percentiles(), quiet_server.arrival.percentiles()
+    assert receive["count"] == arrival["count"] >= c["FramesUsed"]
+    assert 0 < receive["p50"] <= arrival["p50"] < 5.0
     wait_until(lambda: counters_add_up(quiet_server, beamline), 5.0,
                lambda: f"counters that add up: {quiet_server.counters}")
 

@@ -4,7 +4,8 @@
 one JSON object. The subscriber figure is measured against a pvapy server in another process
 that posts frames at the given rates (pre-built, only ``uniqueId`` changes), so it is the
 smaller of what that server sends and what :class:`ImageSubscriber` takes in; ``lost`` says
-how many ids never arrived. ``--busy N`` keeps N pure-Python threads spinning in the
+how many ids never arrived, and ``receive_p50_ms`` / ``receive_p99_ms`` how long after being
+posted (its timestamp) a frame was decoded. ``--busy N`` keeps N pure-Python threads spinning in the
 subscriber's process meanwhile, as the stream server's worker does: a subscriber that must
 take the GIL back once per frame falls behind then.
 """
@@ -45,7 +46,7 @@ def measure_encode(width: int = 2048, height: int = 2048, dtype: str = "uint16",
 
 
 def _serve(name: str, width: int, height: int, frames: int, rate: float, ready, go) -> None:
-    from .ntnda import to_ntnda
+    from .ntnda import restamp, to_ntnda
     from .server import PvaChannels
 
     images = [np.full((height, width), k, np.uint16) for k in range(4)]
@@ -59,9 +60,7 @@ def _serve(name: str, width: int, height: int, frames: int, rate: float, ready, 
             if rate > 0:
                 while time.perf_counter() < start + uid / rate:
                     pass
-            pv = pvs[uid % len(pvs)]
-            pv["uniqueId"] = uid
-            channels.update(name, pv)
+            channels.update(name, restamp(pvs[uid % len(pvs)], uid))
         time.sleep(2.0)  # let the client drain before the server goes away
 
 
@@ -108,17 +107,22 @@ def measure_subscriber(width: int = 512, height: int = 512, frames: int = 3000,
             with busy_threads(busy):
                 go.set()
                 t_go = time.perf_counter()
-                taken, t_last = 0, t_go
+                taken, t_last, delays = 0, t_go, []
                 while sub.last_unique_id != frames:
                     frame = sub.get(1.0)  # then take everything queued, as a batching caller does
                     if frame is None:
                         break  # the last frames were lost
-                    taken += 1 + len(sub.drain())
+                    batch = [frame, *sub.drain()]
+                    delays.extend(f.received - f.timestamp for f in batch)
+                    taken += len(batch)
                     t_last = time.perf_counter()
             elapsed = t_last - t_go
             counters = dict(sub.counters)
         received_rate = (counters["received"] - 1) / elapsed
+        receive = ({"receive_p50_ms": 1e3 * float(np.percentile(delays, 50)),
+                    "receive_p99_ms": 1e3 * float(np.percentile(delays, 99))} if delays else {})
         return {"frames_per_s": received_rate, "posted_per_s": rate or "flat out", "busy_threads": busy,
+                **receive,
                 "mb_per_s": received_rate * width * height * 2 / 1e6, "taken": taken,
                 "width": width, "height": height, "frames": frames, "cpus": os.cpu_count(),
                 **counters}

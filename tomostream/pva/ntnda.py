@@ -68,11 +68,14 @@ class Frame:
     timestamp : float
         Acquisition time [s since the POSIX epoch]: ``dataTimeStamp`` when set, else
         ``timeStamp``; 0.0 when neither is.
+    received : float
+        When a subscriber decoded it [s since the POSIX epoch]; 0.0 when not received.
     """
 
     array: np.ndarray
     unique_id: int
     timestamp: float
+    received: float = 0.0
 
 
 def _timestamp(seconds: float) -> pva.PvTimeStamp:
@@ -174,13 +177,15 @@ def _field(pv: pva.PvObject, name: str):
     return pv[name]
 
 
-def from_ntnda(pv: pva.PvObject) -> Frame:
+def from_ntnda(pv: pva.PvObject, received: float = 0.0) -> Frame:
     """Decode an NTNDArray holding a 2-D monochrome image.
 
     Parameters
     ----------
     pv : pvaccess.PvObject
         NTNDArray as received from a monitor or built by :func:`to_ntnda`.
+    received : float, optional
+        When it was received [s since the POSIX epoch], kept as ``Frame.received``.
 
     Returns
     -------
@@ -228,4 +233,4 @@ def from_ntnda(pv: pva.PvObject) -> Frame:
     stamp = _seconds(pv["dataTimeStamp"]) if pv.hasField("dataTimeStamp") else 0.0
     if stamp == 0.0 and pv.hasField("timeStamp"):
         stamp = _seconds(pv["timeStamp"])
-    return Frame(array=image, unique_id=int(_field(pv, "uniqueId")), timestamp=stamp)
+    return Frame(array=image, unique_id=int(_field(pv, "uniqueId")), timestamp=stamp, received=received)

@@ -298,13 +298,15 @@ class ImageSubscriber(_Monitor):
         behind), ``lost`` (uniqueIds never received), ``bad`` (malformed NTNDArrays),
         ``reconnects``, ``resubscribes`` (monitor restarted because a connected channel stayed
         silent), ``repeated`` (same uniqueId again, e.g. the value a restarted
-        server re-sends) and ``restarts`` (uniqueId went back: a new acquisition).
+        server re-sends), ``restarts`` (uniqueId went back: a new acquisition) and
+        ``overflow`` (updates the client's queue turned away because this process's consumer
+        thread was behind: the share of ``lost`` lost here rather than upstream).
     connected : bool
         Whether the channel is connected now.
     """
 
     _COUNTERS = ("received", "dropped", "lost", "bad", "reconnects", "resubscribes", "repeated",
-                 "restarts")
+                 "restarts", "overflow")
 
     def __init__(self, channel: str, queue_size: int = 32, *, monitor_queue: int = 100,
                  on_status: Callable[[str], None] | None = None):
@@ -318,7 +320,8 @@ class ImageSubscriber(_Monitor):
 
     def _consume(self, pv: pva.PvObject) -> None:
         try:
-            frame = from_ntnda(pv)
+            self.counters["overflow"] = self._pvq.getCounters()["nRejected"]
+            frame = from_ntnda(pv, received=time.time())
         except BadFrame as exc:
             self._bad(exc)
             return

@@ -180,7 +180,11 @@ class LatencyStats:
 
     def add(self, frame_times: Sequence[float], published: float) -> None:
         """Record one publication at ``published`` of frames taken at ``frame_times`` [s]."""
-        self.samples.extend(published - t for t in frame_times if t > 0)
+        self.add_delays([published - t for t in frame_times if t > 0])
+
+    def add_delays(self, delays: Sequence[float]) -> None:
+        """Record delays [s] measured one by one."""
+        self.samples.extend(delays)
         if len(self.samples) > self.keep:
             drop = len(self.samples) - self.keep // 2
             del self.samples[:drop]

@@ -133,6 +133,7 @@ class StreamSession:
         self.waiting: str | None = "connections"
         server.latency = LatencyStats()
         server.arrival = LatencyStats()
+        server.receive = LatencyStats()
 
     # -- connections -------------------------------------------------------------------------
     def _value(self, suffix: str):
@@ -256,6 +257,8 @@ class StreamSession:
         arrived = ([first] if first is not None else []) + self.image.drain(room - 1)
         if arrived:
             self.srv.arrival.add([frame.timestamp for frame in arrived], time.time())
+            self.srv.receive.add_delays([frame.received - frame.timestamp for frame in arrived
+                                         if frame.timestamp > 0 and frame.received > 0])
         due = time.monotonic() + self.srv.frame_type_window
         self.held.extend((due, frame) for frame in arrived)
         now = time.monotonic()

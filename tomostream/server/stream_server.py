@@ -116,6 +116,9 @@ class StreamServer:
     arrival : LatencyStats
         Delays from a frame's timestamp to its arrival in the worker (the transport's share of
         ``latency``), of the current StartRecon.
+    receive : LatencyStats
+        Delays from a frame's timestamp to its decoding by the image subscriber: the part of
+        ``arrival`` spent before the server has the frame (detector, network, PV Access).
     commands : queue.SimpleQueue
         ``(suffix, value)`` of accepted IOC writes, for the worker (and its session).
     stopping : threading.Event
@@ -146,6 +149,7 @@ class StreamServer:
         self.ioc: TomoStreamIOC | None = None
         self.latency = LatencyStats()
         self.arrival = LatencyStats()
+        self.receive = LatencyStats()
         self._ioc_thread: IocThread | None = None
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
