@@ -33,8 +33,10 @@ def wait_until(predicate, timeout=10.0, what="condition"):
 
 
 #: Seconds a stream server may take to follow a beamline on loopback. It takes well under a
-#: second as a rule, but in about one full run of the suite in five a new PVA channel went
-#: unanswered for 20-50 s (two tests in a row, the next one fine); the cause is not found.
+#: second as a rule. A run that waited until this ran out showed the image subscriber holding a
+#: frame while it still thought itself unconnected: on loopback the channel could connect
+#: before pvapy's connection callback was set, which then never came. The subscriber now
+#: checks the connection after setting the callback and takes a first value as proof.
 FIRST_CONNECTION = 60.0
 
 
@@ -63,7 +65,10 @@ def _pva_probe(server) -> str:
             found = "found"
         except Exception as exc:  # a diagnosis: any failure is the answer
             found = f"not found ({type(exc).__name__})"
-    return f"p4p {found} {image.channel}; subscriber counters {image.counters}"
+    channel = getattr(image, "_channel", None)
+    state = f"channel says connected={channel.isConnected()}" if channel is not None else "no channel"
+    return (f"p4p {found} {image.channel}; subscriber counters {image.counters}, "
+            f"connected={image.connected} (ever={image._ever_connected}), {state}")
 
 
 def channel_defaults(stream_prefix: str, sim_prefix: str) -> dict[str, str]:

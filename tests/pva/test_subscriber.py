@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import pvaccess
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -131,6 +132,41 @@ def test_updates_turned_away_by_a_full_client_queue_are_counted_as_lost_here(
     c = sub.counters
     assert 0 < c["overflow"] <= c["lost"]
     assert c["received"] + c["lost"] == 42
+
+
+class _DeafChannel:
+    """A pvapy channel whose connection callback never comes, as when it connected before the
+    callback was set, and that had not connected yet when the subscriber first asked."""
+
+    real = pvaccess.Channel
+
+    def __init__(self, name: str):
+        self._channel = self.real(name)
+        self.asked = 0
+
+    def setConnectionCallback(self, callback) -> None:
+        pass
+
+    def isConnected(self) -> bool:
+        self.asked += 1
+        return self.asked > 1 and self._channel.isConnected()
+
+    def __getattr__(self, name: str):
+        return getattr(self._channel, name)
+
+
+def test_a_value_shows_the_connection_whose_callback_was_missed(channels, unique_prefix, monkeypatch):
+    from tomostream.pva import subscriber
+
+    name = unique_prefix + "Image"
+    channels.add(name, _frame(0))
+    status: list[str] = []
+    monkeypatch.setattr(subscriber.pva, "Channel", _DeafChannel)
+    with ImageSubscriber(name, on_status=status.append) as sub:
+        assert sub.wait_connected(5.0)
+        assert sub.get(5.0).unique_id == 0
+        assert sub.connected
+    assert status[0] == f"{name} connected"
 
 
 def test_slow_consumer_drops_oldest_and_memory_stays_bounded(channels, unique_prefix, wait):

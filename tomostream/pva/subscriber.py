@@ -159,6 +159,12 @@ class _Monitor:
             if pv is None:
                 self._check_monitor()
                 continue
+            if not self.connected and self._channel.isConnected():
+                # Values flow and the channel says it is connected, but no callback said so:
+                # pvapy missed it (on loopback the channel can connect before the callback is
+                # set, and a callback of False has been seen with values flowing after it).
+                self._on_connection(True)
+                self._handle_events()
             while pv is not None:
                 self._waiting_since = None
                 try:
@@ -240,6 +246,8 @@ class _Monitor:
         self._pvq = pva.PvObjectQueue(self.monitor_queue)
         self._channel = pva.Channel(self.channel)
         self._channel.setConnectionCallback(self._on_connection)
+        if self._channel.isConnected():   # connected before the callback was set
+            self._on_connection(True)
         self._channel.qMonitor(self._pvq, self._request)
         self._thread = threading.Thread(target=self._run, name=f"pva-monitor {self.channel}",
                                         daemon=True)
