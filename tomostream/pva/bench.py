@@ -2,12 +2,12 @@
 
 ``python -m tomostream.pva.bench [--width 512 --height 512 --frames 3000 --busy 1]`` prints
 one JSON object. The subscriber figure is measured against a pvapy server in another process
-that posts frames at the given rates (pre-built, only ``uniqueId`` changes), so it is the
-smaller of what that server sends and what :class:`ImageSubscriber` takes in; ``lost`` says
-how many ids never arrived, and ``receive_p50_ms`` / ``receive_p99_ms`` how long after being
-posted (its timestamp) a frame was decoded. ``--busy N`` keeps N pure-Python threads spinning in the
-subscriber's process meanwhile, as the stream server's worker does: a subscriber that must
-take the GIL back once per frame falls behind then.
+that posts frames at the given rates (pre-built, only ``uniqueId`` and time change), so it is
+the smaller of what that server sends and what :class:`ImageSubscriber` takes in; ``lost``
+says how many ids never arrived, and ``receive_p50_ms`` / ``receive_p99_ms`` how long after
+being posted (its timestamp) a frame was decoded. ``--busy N`` keeps N pure-Python threads
+spinning in the subscriber's process meanwhile, as the stream server's worker does: a
+subscriber that must take the GIL back once per frame falls behind then.
 """
 
 from __future__ import annotations

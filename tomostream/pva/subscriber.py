@@ -246,8 +246,6 @@ class _Monitor:
         self._pvq = pva.PvObjectQueue(self.monitor_queue)
         self._channel = pva.Channel(self.channel)
         self._channel.setConnectionCallback(self._on_connection)
-        if self._channel.isConnected():   # connected before the callback was set
-            self._on_connection(True)
         self._channel.qMonitor(self._pvq, self._request)
         self._thread = threading.Thread(target=self._run, name=f"pva-monitor {self.channel}",
                                         daemon=True)
