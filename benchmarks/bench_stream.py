@@ -14,6 +14,9 @@ waiting for the worker). Prints one JSON object::
 
     .venv/bin/python benchmarks/bench_stream.py [--sizes 512 1024] [--backend numpy]
     .venv/bin/python benchmarks/bench_stream.py --sizes 2048 --backend cupy --start-rate 100
+
+``--receive-in-server`` receives the frames in the server's process instead of a child
+process (:mod:`tomostream.pva.receive_process`), for comparison.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def run_size(size: int, args) -> dict:
                        flat_pva_name=sim_prefix + "StreamFlatFields",
                        theta_pva_name=sim_prefix + "StreamTheta", recon_pva_name=srv_prefix + "Recon",
                        frame_type_window=args.frame_type_window,
-                       max_rate=args.publish_rate).start()
+                       max_rate=args.publish_rate,
+                       receive_process=not args.receive_in_server).start()
     buffer = int(round(180.0 / args.step))
     frame_mb = size * size * 2 / 1e6
     result = {"size": size, "buffer_frames": buffer, "frame_MB": frame_mb, "steps": []}
@@ -154,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="server hold before frames are used [s]")
     parser.add_argument("--publish-rate", type=float, default=30.0,
                         help="most published updates of the slices per second [%(default)s]")
+    parser.add_argument("--receive-in-server", action="store_true",
+                        help="receive the frames in the server's process, not a child process")
     args = parser.parse_args(argv)
     results = {
         "benchmark": "stream", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "backend": args.backend,
         "step_deg": args.step, "frame_type_window_s": args.frame_type_window,
-        "publish_rate_max": args.publish_rate,
+        "publish_rate_max": args.publish_rate, "receive_process": not args.receive_in_server,
         "sizes": [run_size(size, args) for size in args.sizes],
     }
     print(json.dumps(results, indent=1))

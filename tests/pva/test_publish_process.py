@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from tomostream.pva.publish_process import (
-    SHM_DIR,
     InlinePublisher,
     ProcessPublisher,
     Published,
     child_env,
 )
+from tomostream.pva.shm import SHM_DIR
 
 
 def _ortho(n: int, seed: int) -> np.ndarray:

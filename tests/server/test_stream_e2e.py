@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import Ca, start_recon, wait_for, wait_until
+from helpers import FIRST_CONNECTION, Ca, start_recon, wait_for, wait_until
 from p4p.client.thread import Context
 
 from tomostream.pva.ntnda import to_ntnda
@@ -129,8 +129,12 @@ def counters_add_up(server, sim):
 
 
 def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, sim_ca, recon):
+    from tomostream.pva.receive_process import ProcessImageSubscriber
+
     start_recon(ca, quiet_server)
     scan(sim_ca, ca)
+    receiver = quiet_server._session.image
+    assert isinstance(receiver, ProcessImageSubscriber) and receiver.pid != os.getpid()
     ortho = (ca.get("OrthoX"), ca.get("OrthoY"), ca.get("OrthoZ"))
     assert ortho == (N // 2, N // 2, NZ // 2)
     assert ca.get("Center") == pytest.approx(N / 2)
@@ -296,3 +300,31 @@ def test_publishing_process_that_cannot_restart_falls_back_to_the_worker(
     assert uid > first                                   # the same channel goes on
     check_phantom(beamline, image, (N // 2, N // 2, NZ // 2))
     assert ca.text("StartRecon") == "Acquire"
+
+
+def test_receiving_process_that_dies_too_often_falls_back_to_the_server_process(
+        beamline, quiet_server, ca, sim_ca, recon, monkeypatch, caplog):
+    import logging
+
+    from tomostream.pva import receive_process
+    from tomostream.pva.subscriber import ImageSubscriber
+
+    monkeypatch.setattr(receive_process, "MAX_RESTARTS", 0)
+    caplog.set_level(logging.INFO, logger="tomostream.server.stream_server")
+    start_recon(ca, quiet_server)
+    scan(sim_ca, ca)
+    first, _ = recon.settled(ca)
+    os.kill(quiet_server._session.image.pid, signal.SIGKILL)
+    fallback = lambda: [t for t in caplog.messages if "in the server process" in t]  # noqa: E731
+    wait_until(fallback, 10.0, lambda: f"the fall-back reported: {caplog.messages[-5:]}")
+    assert "receiving process ended 1 times within 60 s" in fallback()[0]
+    receiver = quiet_server._session.image
+    assert type(receiver) is ImageSubscriber
+    wait_until(lambda: receiver.connected, FIRST_CONNECTION, "the server's own subscriber connected")
+    scan(sim_ca, ca)
+    uid, image = recon.settled(ca)
+    assert uid > first
+    check_phantom(beamline, image, (N // 2, N // 2, NZ // 2))
+    assert ca.text("StartRecon") == "Acquire"
+    wait_until(lambda: counters_add_up(quiet_server, beamline), 10.0,
+               lambda: f"counters that add up: {quiet_server.counters}")

@@ -7,7 +7,9 @@ the smaller of what that server sends and what :class:`ImageSubscriber` takes in
 says how many ids never arrived, and ``receive_p50_ms`` / ``receive_p99_ms`` how long after
 being posted (its timestamp) a frame was decoded. ``--busy N`` keeps N pure-Python threads
 spinning in the subscriber's process meanwhile, as the stream server's worker does: a
-subscriber that must take the GIL back once per frame falls behind then.
+subscriber that must take the GIL back once per frame falls behind then. ``--process``
+receives in a child process (:class:`~tomostream.pva.receive_process.ProcessImageSubscriber`);
+``take_p50_ms`` / ``take_p99_ms`` say how long after being posted the caller had a frame.
 """
 
 from __future__ import annotations
@@ -85,12 +87,15 @@ def busy_threads(count: int):
 
 
 def measure_subscriber(width: int = 512, height: int = 512, frames: int = 3000,
-                       queue_size: int = 64, rate: float = 0.0, busy: int = 0) -> dict:
-    """Frames/s an :class:`ImageSubscriber` receives from a server process.
+                       queue_size: int = 64, rate: float = 0.0, busy: int = 0,
+                       process: bool = False) -> dict:
+    """Frames/s an :class:`ImageSubscriber` (a :class:`ProcessImageSubscriber` when
+    ``process``) receives from a server process.
 
     The server posts ``frames`` frames at ``rate`` [frames/s], or flat out when 0, while
     ``busy`` pure-Python threads run in this process.
     """
+    from .receive_process import ProcessImageSubscriber
     from .subscriber import ImageSubscriber
 
     name = f"bench{uuid.uuid4().hex[:8]}:Image"
@@ -100,28 +105,34 @@ def measure_subscriber(width: int = 512, height: int = 512, frames: int = 3000,
     server.start()
     try:
         ready.wait(30)
-        with ImageSubscriber(name, queue_size=queue_size) as sub:
+        kind = ProcessImageSubscriber if process else ImageSubscriber
+        with kind(name, queue_size=queue_size) as sub:
             first = sub.get(10.0)
             if first is None:
                 raise TimeoutError(f"no frame from {name} within 10 s")
             with busy_threads(busy):
                 go.set()
                 t_go = time.perf_counter()
-                taken, t_last, delays = 0, t_go, []
+                taken, t_last, delays, takes = 0, t_go, [], []
                 while sub.last_unique_id != frames:
                     frame = sub.get(1.0)  # then take everything queued, as a batching caller does
                     if frame is None:
                         break  # the last frames were lost
                     batch = [frame, *sub.drain()]
+                    now = time.time()
                     delays.extend(f.received - f.timestamp for f in batch)
+                    takes.extend(now - f.timestamp for f in batch)
                     taken += len(batch)
                     t_last = time.perf_counter()
             elapsed = t_last - t_go
             counters = dict(sub.counters)
         received_rate = (counters["received"] - 1) / elapsed
         receive = ({"receive_p50_ms": 1e3 * float(np.percentile(delays, 50)),
-                    "receive_p99_ms": 1e3 * float(np.percentile(delays, 99))} if delays else {})
+                    "receive_p99_ms": 1e3 * float(np.percentile(delays, 99)),
+                    "take_p50_ms": 1e3 * float(np.percentile(takes, 50)),
+                    "take_p99_ms": 1e3 * float(np.percentile(takes, 99))} if delays else {})
         return {"frames_per_s": received_rate, "posted_per_s": rate or "flat out", "busy_threads": busy,
+                "process": process,
                 **receive,
                 "mb_per_s": received_rate * width * height * 2 / 1e6, "taken": taken,
                 "width": width, "height": height, "frames": frames, "cpus": os.cpu_count(),
@@ -141,11 +152,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="posting rates [frames/s] to try; 0 = flat out")
     parser.add_argument("--busy", type=int, default=0,
                         help="pure-Python threads kept busy in the subscriber's process")
+    parser.add_argument("--process", action="store_true",
+                        help="receive in a child process (ProcessImageSubscriber)")
     args = parser.parse_args(argv)
     apply_env(loopback_env())
     result = {"encode_2048": measure_encode(),
               "subscriber": [measure_subscriber(args.width, args.height, args.frames, rate=rate,
-                                                busy=args.busy)
+                                                busy=args.busy, process=args.process)
                              for rate in args.rates]}
     print(json.dumps(result, indent=1))
     return 0

@@ -27,7 +27,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from multiprocessing.connection import Connection, wait
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from ..childproc import popen_with_parent
 from ..errors import TomostreamError
+from . import shm
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 SLOTS = 2
 #: Longest the start of the publishing process may take (Python, NumPy, pvapy) [s].
 START_TIMEOUT = 30.0
-#: Where shared buffers live (a RAM file system); without it publication stays in-process.
-SHM_DIR = "/dev/shm"
 #: glibc tunable that backs large malloc blocks with transparent huge pages.
 HUGETLB = "glibc.malloc.hugetlb=1"
 #: glibc mallopt parameters, and how much free heap the child keeps [bytes].
@@ -104,42 +102,22 @@ def keep_freed_blocks() -> bool:
 
 
 class _Slot:
-    """A float32 image buffer of a fixed shape; in shared memory (a file in :data:`SHM_DIR`)
-    when ``shared``.
-
-    The file's space is reserved when it is made: writing into a mapping that a full
-    file system cannot back would end the process (SIGBUS), so a full ``/dev/shm`` is a
-    :class:`TomostreamError` here instead.
-    """
+    """A float32 image buffer of a fixed shape; in shared memory (:mod:`.shm`) when ``shared``."""
 
     def __init__(self, shape: tuple[int, int], shared: bool):
         self.shape = shape
         self.busy = False
         self.id = None
-        nbytes = max(int(np.prod(shape)) * 4, 1)
         if shared:
-            fd, self.path = tempfile.mkstemp(prefix="tomostream-", dir=SHM_DIR)
-            try:
-                os.posix_fallocate(fd, 0, nbytes)
-                self._map = mmap.mmap(fd, nbytes)
-            except OSError as exc:
-                self.unlink()
-                raise TomostreamError(f"no room for a {nbytes / 1e6:.0f} MB image buffer in "
-                                      f"{SHM_DIR}: {exc}") from exc
-            finally:
-                os.close(fd)
+            self.path, self._map = shm.create(int(np.prod(shape)) * 4, what="image buffer")
             self.array = np.frombuffer(self._map, np.float32, int(np.prod(shape))).reshape(shape)
         else:
             self.path, self._map = None, None
             self.array = np.empty(shape, np.float32)
 
     def unlink(self) -> None:
-        if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.path = None
+        shm.unlink(self.path)
+        self.path = None
 
     def close(self) -> None:
         self.unlink()
@@ -282,8 +260,9 @@ class ProcessPublisher:
     """
 
     def __init__(self):
-        if not os.path.isdir(SHM_DIR):
-            raise TomostreamError(f"no {SHM_DIR}: the slices cannot be published from a child process")
+        if not shm.available():
+            raise TomostreamError(f"no {shm.SHM_DIR}: the slices cannot be published from a child "
+                                  "process")
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._buffers = _Buffers(shared=True)
@@ -474,8 +453,7 @@ def _child_main(fd: int) -> int:  # pragma: no cover - runs in the child process
                 return 0
             if kind == "map":
                 _, slot, path, shape = message
-                with open(path, "r+b") as f:
-                    mapped = mmap.mmap(f.fileno(), 0)
+                mapped = shm.attach(path)
                 array = np.frombuffer(mapped, np.float32, int(np.prod(shape))).reshape(shape)
                 images[slot] = (mapped, array)
                 conn.send(("mapped", slot))

@@ -86,6 +86,16 @@ def missing_ids(previous: int, current: int) -> int | None:
     return step - 1 if 0 < step <= WRAP_WINDOW else None
 
 
+def report_status(channel: str, on_status: Callable[[str], None] | None, text: str) -> None:
+    """Log ``text`` and hand it to ``on_status`` (a callback that fails is logged, not raised)."""
+    log.info(text)
+    if on_status is not None:
+        try:
+            on_status(text)
+        except Exception:
+            log.exception("on_status callback failed for %s", channel)
+
+
 #: Monitors started and not yet stopped.
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -105,7 +115,26 @@ def _stop_live_monitors() -> None:
             log.debug("stopping the monitor of %s at exit: %s", monitor.channel, exc)
 
 
-class _Monitor:
+class ConnectionState:
+    """``connected`` and :meth:`wait_connected` of a subscriber, set from any thread."""
+
+    def _init_connection(self) -> None:
+        self.connected = False
+        self._connected_event = threading.Event()
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = bool(connected)
+        if connected:
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` [s] for the channel to connect; return whether it did."""
+        return self._connected_event.wait(timeout)
+
+
+class _Monitor(ConnectionState):
     """A queueing pvapy monitor on one channel and the thread that consumes it.
 
     Subclasses implement :meth:`_consume`; everything else (connection tracking, status
@@ -124,8 +153,7 @@ class _Monitor:
         self.monitor_queue = monitor_queue
         self.on_status = on_status
         self.counters: dict[str, int] = dict.fromkeys(self._COUNTERS, 0)
-        self.connected = False
-        self._connected_event = threading.Event()
+        self._init_connection()
         self._ever_connected = False
         self._was_connected = False
         self._events: collections.deque[bool] = collections.deque()
@@ -139,11 +167,7 @@ class _Monitor:
 
     # -- runs in a pvapy thread: record and return, never block ------------------------------
     def _on_connection(self, is_connected: bool) -> None:
-        self.connected = bool(is_connected)
-        if is_connected:
-            self._connected_event.set()
-        else:
-            self._connected_event.clear()
+        self._set_connected(is_connected)
         self._events.append(bool(is_connected))
 
     # -- runs in the consumer thread ---------------------------------------------------------
@@ -220,12 +244,7 @@ class _Monitor:
         self._channel.qMonitor(self._pvq, self._request)
 
     def _status(self, text: str) -> None:
-        log.info(text)
-        if self.on_status is not None:
-            try:
-                self.on_status(text)
-            except Exception:
-                log.exception("on_status callback failed for %s", self.channel)
+        report_status(self.channel, self.on_status, text)
 
     def _bad(self, exc: BadFrame) -> None:
         self.counters["bad"] += 1
@@ -266,12 +285,8 @@ class _Monitor:
         self._thread.join(timeout)
         self._thread = None
         self._channel = None
-        self.connected = self._was_connected = False
-        self._connected_event.clear()
-
-    def wait_connected(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` [s] for the channel to connect; return whether it did."""
-        return self._connected_event.wait(timeout)
+        self._was_connected = False
+        self._set_connected(False)
 
     def __enter__(self):
         return self.start()
@@ -280,7 +295,38 @@ class _Monitor:
         self.stop()
 
 
-class ImageSubscriber(_Monitor):
+class FrameQueue:
+    """The caller's side of a bounded queue of decoded frames: :meth:`get`, :meth:`drain`,
+    :attr:`queued`. The class that fills ``_frames`` (under ``_ready``) drops the oldest when
+    it holds ``queue_size``."""
+
+    def _init_queue(self, queue_size: int) -> None:
+        if queue_size < 1:
+            raise BadParameter(f"queue_size={queue_size} must be >= 1")
+        self.queue_size = queue_size
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._ready = threading.Condition()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The oldest queued frame, waiting up to ``timeout`` [s] (None: forever); None if none came."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._frames, timeout):
+                return None
+            return self._frames.popleft()
+
+    def drain(self, max_frames: int | None = None) -> list[Frame]:
+        """Up to ``max_frames`` queued frames (all when None), oldest first, without waiting."""
+        with self._ready:
+            count = len(self._frames) if max_frames is None else min(max_frames, len(self._frames))
+            return [self._frames.popleft() for _ in range(count)]
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting in the queue."""
+        return len(self._frames)
+
+
+class ImageSubscriber(_Monitor, FrameQueue):
     """Frames of an areaDetector NTNDArray channel, decoded into a bounded queue.
 
     Parameters
@@ -296,6 +342,9 @@ class ImageSubscriber(_Monitor):
         frames.
     on_status : callable, optional
         ``on_status(text)``: connection changes and bad frames, from the consumer thread.
+    last_unique_id : int, optional
+        uniqueId of the last frame received before (by a subscriber this one replaces):
+        frames missed since count as lost.
 
     Attributes
     ----------
@@ -315,31 +364,39 @@ class ImageSubscriber(_Monitor):
                  "restarts", "overflow")
 
     def __init__(self, channel: str, queue_size: int = 32, *, monitor_queue: int = 100,
-                 on_status: Callable[[str], None] | None = None):
+                 on_status: Callable[[str], None] | None = None,
+                 last_unique_id: int | None = None):
         super().__init__(channel, monitor_queue=monitor_queue, on_status=on_status)
-        if queue_size < 1:
-            raise BadParameter(f"queue_size={queue_size} must be >= 1")
-        self.queue_size = queue_size
-        self._frames: collections.deque[Frame] = collections.deque()
-        self._ready = threading.Condition()
-        self._last_id: int | None = None
+        self._init_queue(queue_size)
+        self._last_id = last_unique_id
 
     def _consume(self, pv: pva.PvObject) -> None:
+        frame = self._decode(pv)
+        if frame is not None:
+            self._keep(frame)
+
+    def _decode(self, pv: pva.PvObject) -> Frame | None:
+        """The frame in ``pv``, its uniqueId counted against the last one; None when it is bad
+        or repeats the last one (both counted)."""
         try:
             self.counters["overflow"] = self._pvq.getCounters()["nRejected"]
             frame = from_ntnda(pv, received=time.time())
         except BadFrame as exc:
             self._bad(exc)
-            return
+            return None
         if self._last_id is not None:
             if frame.unique_id == self._last_id:
                 self.counters["repeated"] += 1
-                return
+                return None
             gap = missing_ids(self._last_id, frame.unique_id)
             if gap is None:
                 self.counters["restarts"] += 1
             else:
                 self.counters["lost"] += gap
+        return frame
+
+    def _keep(self, frame: Frame) -> None:
+        """Queue a decoded frame for the caller."""
         with self._ready:
             if len(self._frames) >= self.queue_size:
                 self._frames.popleft()
@@ -349,28 +406,10 @@ class ImageSubscriber(_Monitor):
             self._last_id = frame.unique_id
             self._ready.notify()
 
-    def get(self, timeout: float | None = None) -> Frame | None:
-        """The oldest queued frame, waiting up to ``timeout`` [s] (None: forever); None if none came."""
-        with self._ready:
-            if not self._ready.wait_for(lambda: self._frames, timeout):
-                return None
-            return self._frames.popleft()
-
-    def drain(self, max_frames: int | None = None) -> list[Frame]:
-        """Up to ``max_frames`` queued frames (all when None), oldest first, without waiting."""
-        with self._ready:
-            count = len(self._frames) if max_frames is None else min(max_frames, len(self._frames))
-            return [self._frames.popleft() for _ in range(count)]
-
     @property
     def last_unique_id(self) -> int | None:
         """uniqueId of the last good frame received (queued or dropped since); None before any."""
         return self._last_id
-
-    @property
-    def queued(self) -> int:
-        """Frames waiting in the queue."""
-        return len(self._frames)
 
 
 class LatestValue(_Monitor, Generic[T]):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import BadFrame, TomostreamError
 from ..pva.fields import read_field, read_theta
+from ..pva.receive_process import ProcessImageSubscriber
 from ..pva.subscriber import ImageSubscriber, LatestValue, missing_ids
 from ..recon import OrthoReconstructor
 from .frames import (
@@ -183,19 +184,39 @@ class StreamSession:
         self.messages.put(f"{pvname} {'connected' if conn else 'disconnected'}")
 
     def _follow_image(self) -> None:
-        """(Re)subscribe to the detector images when the plugin prefix is (newly) known."""
+        """(Re)subscribe to the detector images when the plugin prefix is (newly) known, and
+        receive in this process when the receiving process has failed."""
         prefix = self.plugin_prefix
         if prefix is None:
             return
         channel = prefix + "Image"
+        failed = getattr(self.image, "failed", None)
         if self.image is not None:
-            if self.image.channel == channel:
+            if self.image.channel == channel and not failed:
                 return
             self.counters.retire(self.image)
             self.image.stop()
-        self.image = ImageSubscriber(channel, queue_size=self.srv.queue_size,
-                                     on_status=self.messages.put).start()
+        if failed:
+            due = time.monotonic() + self.srv.frame_type_window
+            self.held.extend((due, frame) for frame in self.image.drain())
+            self.image = self._subscribe(channel, process=False,
+                                         last_unique_id=self.image.last_unique_id)
+            self.srv.status(f"Running: receiving {channel} in the server process: {failed}")
+            return
+        self.image = self._subscribe(channel, process=self.srv.receive_process)
         self.srv.status(f"Running: following {channel}")
+
+    def _subscribe(self, channel: str, process: bool, last_unique_id: int | None = None):
+        """A started subscriber to ``channel``: in a child process when ``process`` and it can
+        be (:mod:`tomostream.pva.receive_process`), else in this one."""
+        kw = dict(queue_size=self.srv.queue_size, on_status=self.messages.put,
+                  last_unique_id=last_unique_id)
+        if process:
+            try:
+                return ProcessImageSubscriber(channel, **kw).start()
+            except TomostreamError as exc:
+                self.srv.status(f"Running: receiving {channel} in the server process: {exc}")
+        return ImageSubscriber(channel, **kw).start()
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> None:

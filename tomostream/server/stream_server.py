@@ -23,7 +23,8 @@ returns freed heap memory to the OS (:mod:`.heap`). The
 IOC hands accepted writes to the worker through a queue; the worker writes status PVs through
 the IOC loop (``IocThread.run_coroutine``). The slices are encoded and served by a child
 process (:mod:`tomostream.pva.publish_process`): the worker only writes each image into
-shared memory.
+shared memory. The detector frames are received by another
+(:mod:`tomostream.pva.receive_process`) and reach the worker through shared memory too.
 
 Access: the IOC binds ``interfaces`` and may let only ``write_hosts`` write its PVs
 (:mod:`tomostream.ioc.access`).
@@ -91,6 +92,10 @@ class StreamServer:
     publish_process : bool
         Publish the slices from a child process (:mod:`tomostream.pva.publish_process`), so
         that encoding 50 MB images never stalls the worker; False: from the worker thread.
+    receive_process : bool
+        Receive the detector frames in a child process
+        (:mod:`tomostream.pva.receive_process`), so that a busy worker never delays them;
+        False (or where no child can run): in this process.
     frame_type_window : float [s]
         How late a FrameType change may arrive after the frames it concerns. Frames wait this
         long before use, and frames taken within this time of a FrameType change are skipped,
@@ -130,7 +135,7 @@ class StreamServer:
 
     def __init__(self, prefix: str = "2bmb:TomoStream:", ca_port: int = 0, backend: str = "auto", *,
                  batch_max: int = 64, max_rate: float = 30.0, queue_size: int = 256,
-                 markers: bool = True, publish_process: bool = True,
+                 markers: bool = True, publish_process: bool = True, receive_process: bool = True,
                  frame_type_window: float = FRAME_TYPE_WINDOW,
                  interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
                  **defaults):
@@ -142,6 +147,7 @@ class StreamServer:
         self.queue_size = int(queue_size)
         self.markers = bool(markers)
         self.publish_process = bool(publish_process)
+        self.receive_process = bool(receive_process)
         self.frame_type_window = float(frame_type_window)
         self.interfaces = None if interfaces is None else list(interfaces)
         self.write_hosts = None if write_hosts is None else list(write_hosts)
