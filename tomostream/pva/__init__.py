@@ -1,14 +1,16 @@
 """PV Access layer (pvapy): NTNDArray <-> numpy, dark/flat/theta structures, the server that
-serves channels, the reconstruction publisher and the image / latest-value subscribers."""
+serves channels, the reconstruction publisher and the image / latest-value subscribers (the
+image subscriber also in a child process of its own: :mod:`.receive_process`)."""
 
 from .fields import FIELD_TYPE, THETA_TYPE, field_pv, read_field, read_theta, theta_pv
 from .ntnda import Frame, from_ntnda, to_ntnda
 from .publisher import ReconPublisher, draw_markers
+from .receive_process import ProcessImageSubscriber
 from .server import PvaChannels
 from .subscriber import ImageSubscriber, LatestValue, missing_ids
 
 __all__ = [
-    "FIELD_TYPE", "THETA_TYPE", "Frame", "ImageSubscriber", "LatestValue", "PvaChannels", "ReconPublisher",
-    "draw_markers", "field_pv",
-    "from_ntnda", "missing_ids", "read_field", "read_theta", "theta_pv", "to_ntnda",
+    "FIELD_TYPE", "THETA_TYPE", "Frame", "ImageSubscriber", "LatestValue", "ProcessImageSubscriber",
+    "PvaChannels", "ReconPublisher", "draw_markers", "field_pv", "from_ntnda", "missing_ids",
+    "read_field", "read_theta", "theta_pv", "to_ntnda",
 ]

@@ -15,6 +15,9 @@ keeps up with thousands of frames/s.)
 Both survive a server restart (pvapy reconnects the channel and the monitor by itself), count
 reconnections and report connection changes through an optional ``on_status(text)`` callback,
 called from the consumer thread.
+
+:mod:`tomostream.pva.receive_process` runs an :class:`ImageSubscriber` in a child process and
+hands its frames over through shared memory, with the same interface.
 """
 
 from __future__ import annotations
