@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import signal
 import socket
@@ -97,6 +98,19 @@ def test_a_slot_is_free_again_only_when_every_view_of_its_frame_is_gone():
     finally:
         ring.close()
     assert not os.path.exists(ring.path or "/nonexistent")
+
+
+def test_a_ring_takes_memory_only_as_its_slots_are_used():
+    ring = _Ring.create(0, (512, 1024), np.uint16, 64)       # 64 MiB of slots
+    try:
+        used = lambda: os.stat(ring.path).st_blocks * 512  # noqa: E731
+        assert used() < 1 << 20
+        slot = ring.take()
+        ring.reserve(slot)
+        ring.write(slot, np.ones((512, 1024), np.uint16))
+        assert 1 << 20 <= used() < 2 << 20
+    finally:
+        ring.close()
 
 
 def test_bad_arguments_are_refused():
@@ -225,28 +239,79 @@ def test_a_child_that_cannot_start_says_so(image, wait, monkeypatch):
         sub.stop()
 
 
-def test_no_room_for_a_ring_is_reported_to_the_parent(image, monkeypatch):
-    """The receiving side's own logic, run here: when /dev/shm cannot hold even the smallest
-    ring, it sends why and gives up (the parent then receives in its own process)."""
+class _Writer:
+    """A :class:`_RingWriter` run here against ``image``, and the messages it sends."""
+
+    def __init__(self, image, slots: int = 16):
+        self.mine, self.theirs = socket.socketpair()
+        self.theirs.settimeout(10.0)
+        self.inbox, self.messages = _Inbox(), []
+        self.writer = _RingWriter(image.name, self.mine, monitor_queue=4, slots=slots,
+                                  ring_bytes=1 << 20, last_id=None)
+
+    def wait(self, predicate, what: str) -> list:
+        """Read messages until ``predicate(messages)`` is true; those that satisfy it."""
+        while not predicate(self.messages):
+            try:
+                self.messages += self.inbox.feed(self.theirs.recv(1 << 16))
+            except TimeoutError:
+                pytest.fail(f"no {what} within 10 s: {self.messages}")
+        return [m for m in self.messages if predicate([m])]
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.writer.close()
+        self.mine.close()
+        self.theirs.close()
+
+
+@pytest.fixture
+def writer(image):
+    w = _Writer(image)
+    yield w
+    w.close()
+
+
+def test_no_room_for_a_ring_is_reported_to_the_parent(writer, monkeypatch):
+    """The receiving side's own logic, run here: when /dev/shm cannot hold even the ring's
+    state bytes, it sends why and gives up (the parent then receives in its own process)."""
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full)
-    mine, theirs = socket.socketpair()
-    theirs.settimeout(10.0)
-    writer = _RingWriter(image.name, mine, monitor_queue=4, slots=16, ring_bytes=1 << 20,
-                         last_id=None)
-    writer.start()
-    try:
-        assert writer.gave_up.wait(10.0)
-        inbox, messages = _Inbox(), []
-        while not any(m[0] == "fatal" for m in messages):
-            messages += inbox.feed(theirs.recv(1 << 16))
-        fatal = next(m for m in messages if m[0] == "fatal")
-        assert "no room for a" in fatal[1] and "ring of 8 frames 12x8" in fatal[1]
-        assert writer.counters["received"] == 0
-    finally:
-        writer.stop()
-        writer.close()
-        mine.close()
-        theirs.close()
+    writer.writer.start()
+    assert writer.writer.gave_up.wait(10.0)
+    fatal, = writer.wait(lambda ms: any(m[0] == "fatal" for m in ms), "fatal message")
+    assert fatal[1].startswith("no room for a 4 kB ring of 16 frames 12x8 in /dev/shm")
+    assert writer.writer.counters["received"] == 0
+
+
+def test_a_ring_goes_on_with_the_slots_it_found_room_for(writer, image, monkeypatch):
+    """Slots get their space when first used; those without room are given up, said once,
+    and the ring goes on with the others."""
+    real = os.posix_fallocate
+    page = mmap.PAGESIZE
+
+    def room_for_two(fd, offset, length):
+        if offset >= page + 2 * page:           # state bytes, then two 4 kB slots
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", room_for_two)
+    writer.writer.start()
+    frames = lambda ms: [m for m in ms if m[0] == "frame"]  # noqa: E731
+    writer.wait(lambda ms: len(frames(ms)) >= 1, "the first frame")       # uid 0, slot 0
+    image(1)
+    writer.wait(lambda ms: len(frames(ms)) >= 2, "the second frame")      # slot 1
+    image(2)                                                               # no room: dropped
+    writer.wait(lambda ms: any(m[0] == "state" and m[4] and "fewer frames" in m[4] for m in ms),
+                "the report of too little room")
+    assert [m[2] for m in frames(writer.messages)] == [0, 1]
+    assert writer.writer.counters["dropped"] == 1 and not writer.writer.gave_up.is_set()
+    writer.writer._ring.states[0] = 0        # the parent releases the first frame
+    image(3)
+    writer.wait(lambda ms: len(frames(ms)) >= 3, "a frame in the released slot")
+    last = frames(writer.messages)[-1]
+    assert (last[2], last[3]) == (0, 3)      # slot 0, uniqueId 3
+    reported = [m for m in writer.messages if m[0] == "state" and m[4] and "fewer" in m[4]]
+    assert len(reported) == 1 and "no room for a 4 kB ring of 16 frames 12x8" in reported[0][4]

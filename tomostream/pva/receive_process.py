@@ -7,11 +7,11 @@ frames/s and lost 265 of 3,000 (``python -m tomostream.pva.bench --busy 2``), wh
 lost none. Here a child process (``python -m tomostream.pva.receive_process``) runs the
 :class:`~tomostream.pva.subscriber.ImageSubscriber` and nothing else. It copies every good
 frame into a *ring*: a file in shared memory (:mod:`.shm`) of equal slots, one byte of state
-per slot, then the frames. It tells the parent about each frame in a few bytes over a socket.
-The parent reads these notices in large blocks (one wait for the GIL per block, not per
-frame) and queues the frames as read-only views of their slots; a slot is free again when
-the frame and every view of it are gone. A frame size or type the ring does not fit makes a
-new ring.
+per slot, then the frames; a slot takes its memory when it is first used. It tells the parent
+about each frame in a few bytes over a socket. The parent reads these notices in large blocks
+(one wait for the GIL per block, not per frame) and queues the frames as read-only views of
+their slots; a slot is free again when the frame and every view of it are gone. A frame size
+or type the ring does not fit makes a new ring.
 
 :class:`ProcessImageSubscriber` has the interface of
 :class:`~tomostream.pva.subscriber.ImageSubscriber` (:meth:`~ProcessImageSubscriber.get`,
@@ -49,12 +49,13 @@ from .subscriber import ConnectionState, FrameQueue, ImageSubscriber, report_sta
 
 log = logging.getLogger(__name__)
 
-#: Most shared memory one ring of frames takes [bytes] (128 frames of 2048^2 uint16).
-RING_BYTES = 1 << 30
+#: Most shared memory one ring of frames takes [bytes]: 256 frames of 2048^2 uint16, as many
+#: as the stream server's queue holds (a slot takes its memory when first used).
+RING_BYTES = 2 << 30
 #: Frames the caller may hold beyond its queue (taken and not yet released): the stream
 #: server holds a batch and the frames waiting for their FrameType.
 HELD_FRAMES = 128
-#: Fewest slots a ring is made with; when even these find no room, the child gives up.
+#: Fewest slots a ring is made with.
 MIN_SLOTS = 8
 #: Longest the start of the receiving process (Python, NumPy, pvapy) may take [s].
 START_TIMEOUT = 30.0
@@ -79,34 +80,55 @@ def ring_slots(frame_bytes: int, wanted: int, ring_bytes: int = RING_BYTES) -> i
 
 class _Ring:
     """Frame slots of one shape and dtype in a shared file: a state byte per slot (1 while the
-    parent holds the frame in it), then the slots, each starting on a page."""
+    parent holds the frame in it, 2 when there was no room for it), then the slots, each
+    starting on a page. The receiving process gives a slot its space when it first uses it."""
 
-    def __init__(self, ring_id: int, path: str, mapping, shape: tuple[int, int], dtype, slots: int):
+    def __init__(self, ring_id: int, path: str, mapping, shape: tuple[int, int], dtype, slots: int,
+                 fd: int | None = None):
         self.id, self.path, self.slots = ring_id, path, slots
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self.stride = shm.align(self.nbytes)
         self.offset = shm.align(slots)
         self._map = mapping
+        self._fd = fd
+        self._fd_lock = threading.Lock()  # prepare() and close() in different threads
         self.states = np.frombuffer(mapping, np.uint8, slots)
+        self._reserved = np.zeros(slots, bool)
         self._cursor = 0
+
+    @property
+    def what(self) -> str:
+        return f"ring of {self.slots} frames {self.shape[1]}x{self.shape[0]}"
 
     @classmethod
     def create(cls, ring_id: int, shape: tuple[int, int], dtype, slots: int) -> _Ring:
-        """A new ring (in the receiving process); :class:`TomostreamError` when no room."""
+        """A new ring (in the receiving process), its slots not yet given space;
+        :class:`TomostreamError` when there is not even room for its state bytes."""
         stride = shm.align(int(np.prod(shape)) * np.dtype(dtype).itemsize)
         path, mapping = shm.create(shm.align(slots) + slots * stride,
-                                   prefix=f"tomostream-rx-{os.getpid()}-",
-                                   what=f"ring of {slots} frames {shape[1]}x{shape[0]}")
-        return cls(ring_id, path, mapping, shape, dtype, slots)
+                                   prefix=f"tomostream-rx-{os.getpid()}-", reserve=False)
+        fd = os.open(path, os.O_RDWR)
+        ring = cls(ring_id, path, mapping, shape, dtype, slots, fd)
+        try:
+            shm.reserve(fd, 0, ring.offset, ring.what)
+        except TomostreamError:
+            ring.close()
+            raise
+        return ring
 
     @classmethod
     def attach(cls, ring_id: int, path: str, shape, dtype, slots: int) -> _Ring:
         """The ring another process made."""
-        return cls(ring_id, path, shm.attach(path), shape, dtype, slots)
+        return cls(ring_id, path, shm.attach(path, populate=False), shape, dtype, slots)
 
     def fits(self, array: np.ndarray) -> bool:
         return array.shape == self.shape and array.dtype == self.dtype
+
+    @property
+    def usable(self) -> int:
+        """Slots not given up for want of room."""
+        return int(np.count_nonzero(self.states != 2))
 
     def _flat(self, slot: int, writable: bool) -> np.ndarray:
         start = self.offset + slot * self.stride
@@ -124,6 +146,34 @@ class _Ring:
         self._cursor = slot + 1
         return slot
 
+    def reserve(self, slot: int) -> None:
+        """Give a taken slot its space if it has none yet; when there is no room, the slot is
+        given up and :class:`TomostreamError` raised."""
+        if self._reserved[slot]:
+            return
+        try:
+            shm.reserve(self._fd, self.offset + slot * self.stride, self.stride, self.what)
+        except TomostreamError:
+            self.states[slot] = 2
+            raise
+        self._reserved[slot] = True
+
+    def prepare(self) -> None:
+        """Give every slot its space ahead of use, stopping at the first without room (that
+        one is met, given up and reported when it is taken). Run in a thread of its own; the
+        space is taken with the GIL released."""
+        for slot in range(self.slots):
+            with self._fd_lock:
+                if self._fd is None:  # closed meanwhile
+                    return
+                if not self._reserved[slot]:
+                    try:
+                        shm.reserve(self._fd, self.offset + slot * self.stride, self.stride,
+                                    self.what)
+                    except TomostreamError:
+                        return
+                    self._reserved[slot] = True
+
     def write(self, slot: int, array: np.ndarray) -> None:
         np.copyto(self._flat(slot, True).reshape(self.shape), array)
 
@@ -140,6 +190,10 @@ class _Ring:
     def close(self) -> None:
         """Unlink the file and drop this mapping (views still held keep theirs)."""
         shm.unlink(self.path)
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
         self.states = None
         try:
             self._map.close()
@@ -215,27 +269,41 @@ class _RingWriter(ImageSubscriber):
         if self.gave_up.is_set():
             return None
         slots = ring_slots(array.nbytes, self._slots, self._ring_bytes)
-        while True:
-            try:
-                ring = _Ring.create(next(self._ring_ids), array.shape, array.dtype, slots)
-                break
-            except TomostreamError as exc:
-                if slots // 2 < MIN_SLOTS:
-                    self.send(("fatal", str(exc)))
-                    self.gave_up.set()
-                    return None
-                log.warning("%s: trying %d slots", exc, slots // 2)
-                slots //= 2
-        if slots < ring_slots(array.nbytes, self._slots, self._ring_bytes):
-            self._status(f"{self.channel}: room for only {slots} frames in {shm.SHM_DIR}")
+        try:
+            ring = _Ring.create(next(self._ring_ids), array.shape, array.dtype, slots)
+        except TomostreamError as exc:
+            self._give_up(str(exc))
+            return None
         self._ring = ring
         self._rings.append(ring)
         self.send(("ring", ring.id, ring.path, ring.shape, ring.dtype.str, ring.slots))
+        # frames keep coming while the rest of the ring takes its memory (2 GB took 3 s)
+        threading.Thread(target=ring.prepare, name="ring space", daemon=True).start()
         return ring
+
+    def _give_up(self, reason: str) -> None:
+        self.send(("fatal", reason))
+        self.gave_up.set()
+
+    def _slot(self, ring: _Ring | None) -> int | None:
+        """A slot of ``ring`` with room for a frame, now held; None when the parent holds every
+        slot there is room for."""
+        while ring is not None and (slot := ring.take()) is not None:
+            try:
+                ring.reserve(slot)
+                return slot
+            except TomostreamError as exc:
+                usable = ring.usable
+                if not usable:
+                    self._give_up(str(exc))
+                    return None
+                if usable == ring.slots - 1:  # the first slot given up: say so once
+                    self._status(f"{self.channel}: {exc}; going on with fewer frames")
+        return None
 
     def _keep(self, frame: Frame) -> None:
         ring = self._ring_for(frame.array)
-        slot = None if ring is None else ring.take()
+        slot = self._slot(ring)
         self._last_id = frame.unique_id
         if slot is None:  # the parent holds every slot: it has fallen behind
             self.counters["dropped"] += 1
