@@ -42,10 +42,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..childproc import popen_with_parent
-from ..errors import BadParameter, TomostreamError
+from ..errors import TomostreamError
 from . import shm
 from .ntnda import Frame
-from .subscriber import ConnectionState, FrameQueue, ImageSubscriber, report_status
+from .subscriber import ChannelState, FrameQueue, ImageSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,11 @@ class _Ring:
         """Slots not given up for want of room."""
         return int(np.count_nonzero(self.states != 2))
 
+    def _start(self, slot: int) -> int:
+        return self.offset + slot * self.stride
+
     def _flat(self, slot: int, writable: bool) -> np.ndarray:
-        start = self.offset + slot * self.stride
+        start = self._start(slot)
         view = memoryview(self._map)[start:start + self.nbytes]
         return np.frombuffer(view if writable else view.toreadonly(), self.dtype)
 
@@ -146,17 +149,20 @@ class _Ring:
         self._cursor = slot + 1
         return slot
 
+    def _give_space(self, slot: int) -> None:
+        """Give ``slot`` its space if it has none yet; :class:`TomostreamError` when no room."""
+        if not self._reserved[slot]:
+            shm.reserve(self._fd, self._start(slot), self.stride, self.what)
+            self._reserved[slot] = True
+
     def reserve(self, slot: int) -> None:
         """Give a taken slot its space if it has none yet; when there is no room, the slot is
         given up and :class:`TomostreamError` raised."""
-        if self._reserved[slot]:
-            return
         try:
-            shm.reserve(self._fd, self.offset + slot * self.stride, self.stride, self.what)
+            self._give_space(slot)
         except TomostreamError:
             self.states[slot] = 2
             raise
-        self._reserved[slot] = True
 
     def prepare(self) -> None:
         """Give every slot its space ahead of use, stopping at the first without room (that
@@ -166,13 +172,10 @@ class _Ring:
             with self._fd_lock:
                 if self._fd is None:  # closed meanwhile
                     return
-                if not self._reserved[slot]:
-                    try:
-                        shm.reserve(self._fd, self.offset + slot * self.stride, self.stride,
-                                    self.what)
-                    except TomostreamError:
-                        return
-                    self._reserved[slot] = True
+                try:
+                    self._give_space(slot)
+                except TomostreamError:
+                    return
 
     def write(self, slot: int, array: np.ndarray) -> None:
         np.copyto(self._flat(slot, True).reshape(self.shape), array)
@@ -233,10 +236,10 @@ class _RingWriter(ImageSubscriber):
 
     def __init__(self, channel: str, sock: socket.socket, *, monitor_queue: int, slots: int,
                  ring_bytes: int, last_id: int | None):
-        super().__init__(channel, queue_size=1, monitor_queue=monitor_queue)
+        super().__init__(channel, queue_size=1, monitor_queue=monitor_queue,
+                         last_unique_id=last_id)
         self._sock, self._lock = sock, threading.Lock()
         self._slots, self._ring_bytes = slots, ring_bytes
-        self._last_id = last_id
         self._ring: _Ring | None = None
         self._rings: list[_Ring] = []
         self._ring_ids = itertools.count()
@@ -341,7 +344,7 @@ def _child_main(fd: int, config: dict) -> int:  # pragma: no cover - runs in the
         writer.close()
 
 
-class ProcessImageSubscriber(FrameQueue, ConnectionState):
+class ProcessImageSubscriber(FrameQueue, ChannelState):
     """Frames of an areaDetector NTNDArray channel, received by a child process.
 
     Parameters
@@ -380,17 +383,10 @@ class ProcessImageSubscriber(FrameQueue, ConnectionState):
     def __init__(self, channel: str, queue_size: int = 32, *, monitor_queue: int = 100,
                  on_status: Callable[[str], None] | None = None, ring_bytes: int = RING_BYTES,
                  last_unique_id: int | None = None):
-        if not channel:
-            raise BadParameter("PVA channel name is empty")
-        if monitor_queue < 1:
-            raise BadParameter(f"monitor_queue={monitor_queue} must be >= 1")
+        self._init_channel(channel, monitor_queue, on_status)
         self._init_queue(queue_size)
-        self.channel = channel
-        self.monitor_queue = monitor_queue
-        self.on_status = on_status
         self.ring_bytes = int(ring_bytes)
         self.counters: dict[str, int] = dict.fromkeys(ImageSubscriber._COUNTERS, 0)
-        self._init_connection()
         self.failed: str | None = None
         self.process_restarts = 0
         self._last_id = last_unique_id
@@ -590,8 +586,6 @@ class ProcessImageSubscriber(FrameQueue, ConnectionState):
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
 
-    def _status(self, text: str) -> None:
-        report_status(self.channel, self.on_status, text)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,16 +89,6 @@ def missing_ids(previous: int, current: int) -> int | None:
     return step - 1 if 0 < step <= WRAP_WINDOW else None
 
 
-def report_status(channel: str, on_status: Callable[[str], None] | None, text: str) -> None:
-    """Log ``text`` and hand it to ``on_status`` (a callback that fails is logged, not raised)."""
-    log.info(text)
-    if on_status is not None:
-        try:
-            on_status(text)
-        except Exception:
-            log.exception("on_status callback failed for %s", channel)
-
-
 #: Monitors started and not yet stopped.
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -118,10 +108,19 @@ def _stop_live_monitors() -> None:
             log.debug("stopping the monitor of %s at exit: %s", monitor.channel, exc)
 
 
-class ConnectionState:
-    """``connected`` and :meth:`wait_connected` of a subscriber, set from any thread."""
+class ChannelState:
+    """What every subscriber of a channel has: the channel's name, the updates pvapy may hold,
+    status reports, and whether the channel is connected (set from any thread)."""
 
-    def _init_connection(self) -> None:
+    def _init_channel(self, channel: str, monitor_queue: int,
+                      on_status: Callable[[str], None] | None) -> None:
+        if not channel:
+            raise BadParameter("PVA channel name is empty")
+        if monitor_queue < 1:
+            raise BadParameter(f"monitor_queue={monitor_queue} must be >= 1")
+        self.channel = channel
+        self.monitor_queue = monitor_queue
+        self.on_status = on_status
         self.connected = False
         self._connected_event = threading.Event()
 
@@ -136,8 +135,17 @@ class ConnectionState:
         """Wait up to ``timeout`` [s] for the channel to connect; return whether it did."""
         return self._connected_event.wait(timeout)
 
+    def _status(self, text: str) -> None:
+        """Log ``text`` and hand it to ``on_status`` (a callback that fails is logged, not raised)."""
+        log.info(text)
+        if self.on_status is not None:
+            try:
+                self.on_status(text)
+            except Exception:
+                log.exception("on_status callback failed for %s", self.channel)
 
-class _Monitor(ConnectionState):
+
+class _Monitor(ChannelState):
     """A queueing pvapy monitor on one channel and the thread that consumes it.
 
     Subclasses implement :meth:`_consume`; everything else (connection tracking, status
@@ -148,15 +156,8 @@ class _Monitor(ConnectionState):
 
     def __init__(self, channel: str, *, monitor_queue: int = 100,
                  on_status: Callable[[str], None] | None = None):
-        if not channel:
-            raise BadParameter("PVA channel name is empty")
-        if monitor_queue < 1:
-            raise BadParameter(f"monitor_queue={monitor_queue} must be >= 1")
-        self.channel = channel
-        self.monitor_queue = monitor_queue
-        self.on_status = on_status
+        self._init_channel(channel, monitor_queue, on_status)
         self.counters: dict[str, int] = dict.fromkeys(self._COUNTERS, 0)
-        self._init_connection()
         self._ever_connected = False
         self._was_connected = False
         self._events: collections.deque[bool] = collections.deque()
@@ -245,9 +246,6 @@ class _Monitor(ConnectionState):
                     _RESUBSCRIBE_S)
         self._channel.stopMonitor()
         self._channel.qMonitor(self._pvq, self._request)
-
-    def _status(self, text: str) -> None:
-        report_status(self.channel, self.on_status, text)
 
     def _bad(self, exc: BadFrame) -> None:
         self.counters["bad"] += 1
