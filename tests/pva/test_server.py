@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,28 @@ def test_stop_is_idempotent_and_frees_names(p4p_ctx, unique_prefix):
     with PvaChannels() as second:
         second.add(name, theta_pv([1.0, 2.0]))
         assert p4p_ctx.get(name, timeout=5.0).sizex == 2
+
+
+def test_the_added_object_stays_the_callers(channels, p4p_ctx, unique_prefix, wait):
+    """pvapy makes the object given to addRecord the record itself: restamping it afterwards
+    (as a source re-sending prebuilt frames does) would post once per field set, with the new
+    uniqueId over whatever pixels the record held. Each update must reach a monitor once,
+    whole."""
+    from tomostream.pva.ntnda import restamp
+
+    name = unique_prefix + "Image"
+    first, second = (to_ntnda(np.full((4, 6), k, np.uint16), 1) for k in (7, 9))
+    channels.add(name, first)
+    seen = []
+    sub = p4p_ctx.monitor(name, lambda v: seen.append((v.raw.uniqueId, int(v[0, 0]))),
+                          request="record[queueSize=50]")
+    try:
+        wait(lambda: seen, what="first value")
+        channels.update(name, restamp(second, 2))
+        channels.update(name, restamp(first, 3))
+        channels.update(name, restamp(second, 4))
+        wait(lambda: seen[-1][0] == 4, what="uniqueId 4")
+        time.sleep(0.3)
+    finally:
+        sub.close()
+    assert seen == [(1, 7), (2, 9), (3, 7), (4, 9)]

@@ -79,7 +79,8 @@ class PvaChannels:
             return name in self._names
 
     def add(self, name: str, pv: pva.PvObject) -> None:
-        """Serve a new channel ``name`` whose structure and first value are ``pv``.
+        """Serve a new channel ``name`` whose structure and first value are ``pv`` (copied:
+        ``pv`` stays the caller's to change and post again).
 
         Raises
         ------
@@ -91,7 +92,9 @@ class PvaChannels:
         with self._lock:
             if self._server.hasRecord(name):  # this object's channels and everyone else's
                 raise BadParameter(f"PVA channel {name!r} is already served")
-            self._server.addRecord(name, pv)
+            # pvapy makes the object it is given the record: changing it later (restamp) would
+            # post once per field set, the new uniqueId over the record's old pixels.
+            self._server.addRecord(name, pv.copy())
             self._names.add(name)
 
     def update(self, name: str, pv: pva.PvObject) -> None:
