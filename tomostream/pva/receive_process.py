@@ -4,7 +4,7 @@ pvapy hands each update it receives to Python, and so waits for the receiving pr
 In the stream server that GIL is shared with the worker, the IOC and the CA clients: at
 2048^2 and 350 frames/s beside two busy threads, an in-process subscriber received 313
 frames/s and lost 265 of 3,000 (``python -m tomostream.pva.bench --busy 2``), while alone it
-lost none. Here a child process (``python -m tomostream.pva.receive_process``) runs the
+lost none. Here a child process (a Python of its own, :func:`_child_main`) runs the
 :class:`~tomostream.pva.subscriber.ImageSubscriber` and nothing else. It copies every good
 frame into a *ring*: a file in shared memory (:mod:`.shm`) of equal slots, one byte of state
 per slot, then the frames; a slot takes its memory when it is first used. It tells the parent
@@ -38,6 +38,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,9 @@ from ..errors import TomostreamError
 from . import shm
 from .ntnda import Frame
 from .subscriber import ChannelState, FrameQueue, ImageSubscriber
+
+if TYPE_CHECKING:
+    from .ledger import IdLedger
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,11 @@ _READ_BYTES = 1 << 20
 #: Exit code of a child that gave up (no room for a ring).
 _GAVE_UP = 3
 _HEADER = struct.Struct("!I")
+#: The child's program. (``-m`` would run this module a second time beside the copy that
+#: ``tomostream.pva`` imports, and runpy warns of that.)
+_CHILD = ("import json, logging, sys; from tomostream.pva.receive_process import _child_main; "
+          "logging.basicConfig(level=logging.WARNING); "
+          "sys.exit(_child_main(int(sys.argv[1]), json.loads(sys.argv[2])))")
 
 
 def ring_slots(frame_bytes: int, wanted: int, ring_bytes: int = RING_BYTES) -> int:
@@ -184,10 +193,11 @@ class _Ring:
         """The frame in ``slot``, read-only; the slot is released when it and every view of it
         are gone (views of a NumPy array keep its first array alive, not the array itself)."""
         flat = self._flat(slot, False)
-        weakref.finalize(flat, self._release, slot)
+        weakref.finalize(flat, self.release, slot)
         return flat.reshape(self.shape)
 
-    def _release(self, slot: int) -> None:
+    def release(self, slot: int) -> None:
+        """Free ``slot`` (its frame is not, or no longer, used)."""
         self.states[slot] = 0
 
     def close(self) -> None:
@@ -230,14 +240,23 @@ class _Inbox:
         return messages
 
 
+class _EveryId:
+    """The child's stand-in for the parent's :class:`~tomostream.pva.ledger.IdLedger`: every
+    id passes, and the parent judges them (it sees the other channels' too)."""
+
+    @staticmethod
+    def see(unique_id: int) -> bool:
+        return True
+
+
 class _RingWriter(ImageSubscriber):
     """The receiving process's subscriber: good frames go into a ring and a notice to the
     parent; status texts and counters go to the parent too."""
 
     def __init__(self, channel: str, sock: socket.socket, *, monitor_queue: int, slots: int,
-                 ring_bytes: int, last_id: int | None):
+                 ring_bytes: int, last_id: int | None, ledger: bool = False):
         super().__init__(channel, queue_size=1, monitor_queue=monitor_queue,
-                         last_unique_id=last_id)
+                         last_unique_id=last_id, ledger=_EveryId() if ledger else None)
         self._sock, self._lock = sock, threading.Lock()
         self._slots, self._ring_bytes = slots, ring_bytes
         self._ring: _Ring | None = None
@@ -310,6 +329,7 @@ class _RingWriter(ImageSubscriber):
         self._last_id = frame.unique_id
         if slot is None:  # the parent holds every slot: it has fallen behind
             self.counters["dropped"] += 1
+            self.send(("dropped", frame.unique_id))
             return
         ring.write(slot, frame.array)
         self.counters["received"] += 1
@@ -330,7 +350,7 @@ def _child_main(fd: int, config: dict) -> int:  # pragma: no cover - runs in the
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     writer = _RingWriter(config["channel"], sock, monitor_queue=config["monitor_queue"],
                          slots=config["slots"], ring_bytes=config["ring_bytes"],
-                         last_id=config["last_id"])
+                         last_id=config["last_id"], ledger=config["ledger"])
     writer.send(("ready", os.getpid()))
     writer.start()
     try:
@@ -364,6 +384,9 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
         behind), new frames are dropped and counted.
     last_unique_id : int, optional
         uniqueId of the last frame received before (frames missed since count as lost).
+    queue, ledger : optional
+        A frame queue and an :class:`~tomostream.pva.ledger.IdLedger` shared with the
+        subscribers of other channels, as for :class:`~tomostream.pva.subscriber.ImageSubscriber`.
 
     Attributes
     ----------
@@ -382,9 +405,11 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
 
     def __init__(self, channel: str, queue_size: int = 32, *, monitor_queue: int = 100,
                  on_status: Callable[[str], None] | None = None, ring_bytes: int = RING_BYTES,
-                 last_unique_id: int | None = None):
+                 last_unique_id: int | None = None, queue: FrameQueue | None = None,
+                 ledger: IdLedger | None = None):
         self._init_channel(channel, monitor_queue, on_status)
-        self._init_queue(queue_size)
+        self._init_queue(queue_size, queue)
+        self._ledger = ledger
         self.ring_bytes = int(ring_bytes)
         self.counters: dict[str, int] = dict.fromkeys(ImageSubscriber._COUNTERS, 0)
         self.failed: str | None = None
@@ -476,12 +501,12 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
     def _spawn(self) -> None:
         config = {"channel": self.channel, "monitor_queue": self.monitor_queue,
                   "slots": self.queue_size + HELD_FRAMES, "ring_bytes": self.ring_bytes,
-                  "last_id": self._last_id}
+                  "last_id": self._last_id, "ledger": self._ledger is not None}
         parent, child = socket.socketpair()
         try:
             self._proc = popen_with_parent(
-                [sys.executable, "-m", "tomostream.pva.receive_process", str(child.fileno()),
-                 json.dumps(config)], pass_fds=(child.fileno(),))
+                [sys.executable, "-c", _CHILD, str(child.fileno()), json.dumps(config)],
+                pass_fds=(child.fileno(),))
         except OSError as exc:
             parent.close()
             self._fail(f"cannot start the receiving process: {exc}")
@@ -501,8 +526,15 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
                 _, ring_id, slot, uid, stamp, received, child, connected = message
                 last_id = uid
                 ring = self._rings.get(ring_id)
-                if ring is not None:  # else its ring could not be mapped: the child is ending
+                if ring is None:  # its ring could not be mapped: the child is ending
+                    continue
+                if self._ledger is None or self._ledger.see(uid):
                     frames.append(Frame(ring.frame(slot), uid, stamp, received))
+                else:  # a repeat, counted by the ledger
+                    ring.release(slot)
+            elif kind == "dropped":
+                if self._ledger is not None:
+                    self._ledger.see(message[1])
             elif kind == "state":
                 _, child, connected, last_id, text = message
                 if text:
@@ -585,9 +617,3 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
         self._status(f"{self.channel}: {reason}")
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
-
-
-
-if __name__ == "__main__":  # pragma: no cover
-    logging.basicConfig(level=logging.WARNING)
-    sys.exit(_child_main(int(sys.argv[1]), json.loads(sys.argv[2])))

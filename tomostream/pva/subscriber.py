@@ -29,12 +29,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import pvaccess as pva
 
 from ..errors import BadFrame, BadParameter
 from .ntnda import Frame, from_ntnda
+
+if TYPE_CHECKING:
+    from .ledger import IdLedger
 
 log = logging.getLogger(__name__)
 
@@ -299,9 +302,17 @@ class _Monitor(ChannelState):
 class FrameQueue:
     """The caller's side of a bounded queue of decoded frames: :meth:`get`, :meth:`drain`,
     :attr:`queued`. The class that fills ``_frames`` (under ``_ready``) drops the oldest when
-    it holds ``queue_size``."""
+    it holds ``queue_size``. Subscribers of several channels that feed one consumer share the
+    queue of one ``FrameQueue(queue_size)``."""
 
-    def _init_queue(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int):
+        self._init_queue(queue_size)
+
+    def _init_queue(self, queue_size: int, shared: FrameQueue | None = None) -> None:
+        """A queue of its own, or ``shared``'s (then ``queue_size`` is that one's)."""
+        if shared is not None:
+            self.queue_size, self._frames, self._ready = shared.queue_size, shared._frames, shared._ready
+            return
         if queue_size < 1:
             raise BadParameter(f"queue_size={queue_size} must be >= 1")
         self.queue_size = queue_size
@@ -346,6 +357,13 @@ class ImageSubscriber(_Monitor, FrameQueue):
     last_unique_id : int, optional
         uniqueId of the last frame received before (by a subscriber this one replaces):
         frames missed since count as lost.
+    queue : FrameQueue, optional
+        Put frames in this queue, shared with subscribers of other channels, rather than in
+        one of this subscriber's own (``queue_size`` is then that queue's).
+    ledger : IdLedger, optional
+        Judge uniqueIds with this :class:`~tomostream.pva.ledger.IdLedger`, shared with the
+        subscribers of the other channels the stream is spread over; ``lost``, ``repeated``
+        and ``restarts`` are then the ledger's to count, not this subscriber's.
 
     Attributes
     ----------
@@ -366,10 +384,12 @@ class ImageSubscriber(_Monitor, FrameQueue):
 
     def __init__(self, channel: str, queue_size: int = 32, *, monitor_queue: int = 100,
                  on_status: Callable[[str], None] | None = None,
-                 last_unique_id: int | None = None):
+                 last_unique_id: int | None = None, queue: FrameQueue | None = None,
+                 ledger: IdLedger | None = None):
         super().__init__(channel, monitor_queue=monitor_queue, on_status=on_status)
-        self._init_queue(queue_size)
+        self._init_queue(queue_size, queue)
         self._last_id = last_unique_id
+        self._ledger = ledger
 
     def _consume(self, pv: pva.PvObject) -> None:
         frame = self._decode(pv)
@@ -385,6 +405,8 @@ class ImageSubscriber(_Monitor, FrameQueue):
         except BadFrame as exc:
             self._bad(exc)
             return None
+        if self._ledger is not None:
+            return frame if self._ledger.see(frame.unique_id) else None
         if self._last_id is not None:
             if frame.unique_id == self._last_id:
                 self.counters["repeated"] += 1

@@ -1,0 +1,224 @@
+"""Frames of one detector spread over several PV Access channels.
+
+One pvAccess connection carries a little over 2 GB/s of 2048^2 frames on the H100 hosts the
+benchmarks ran on, whichever client library receives (pvapy or p4p) and however its buffers
+are sized, while raw TCP on the same loopback carries 3.9 GB/s and several connections carry
+more together (docs/benchmarks.md). A detector that must go faster spreads its frames over
+several NDPluginPva plugins: areaDetector's NDPluginScatter hands each frame to the next
+plugin with room, so each plugin's channel carries about one frame in N, over a connection of
+its own. :class:`ScatterSubscriber` receives those channels (each in a process of its own,
+:mod:`.receive_process`, where it can) into one frame queue, and counts uniqueIds over the
+whole stream with one :class:`~tomostream.pva.ledger.IdLedger`.
+
+The plugins are named as areaDetector's startup scripts name them: their prefixes count up
+from the first one's number (``2bmSP1:Pva1:``, ``2bmSP1:Pva2:``, ...), see
+:func:`plugin_prefixes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ..errors import BadParameter, TomostreamError
+from .ledger import IdLedger
+from .receive_process import RING_BYTES, ProcessImageSubscriber
+from .subscriber import FrameQueue, ImageSubscriber
+
+log = logging.getLogger(__name__)
+
+#: Most channels one detector's frames may be spread over.
+MAX_PLUGINS = 8
+#: How often failed receiving processes are looked for [s].
+_WATCH_S = 0.2
+#: Counters the IdLedger keeps for the whole stream (the channels' own are not used).
+_LEDGER_COUNTERS = ("lost", "repeated", "restarts")
+
+_LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
+
+
+def plugin_prefixes(prefix: str, count: int) -> list[str]:
+    """Prefixes of ``count`` NDPluginPva plugins, counted up from the first one's number.
+
+    >>> plugin_prefixes("2bmSP1:Pva1:", 3)
+    ['2bmSP1:Pva1:', '2bmSP1:Pva2:', '2bmSP1:Pva3:']
+
+    Raises
+    ------
+    BadParameter
+        When ``count`` is outside 1..:data:`MAX_PLUGINS`, or is above 1 and ``prefix`` has no
+        number to count up from.
+    """
+    count = int(count)
+    if not 1 <= count <= MAX_PLUGINS:
+        raise BadParameter(f"{count} image plugins: must be 1..{MAX_PLUGINS}")
+    if count == 1:
+        return [prefix]
+    match = _LAST_NUMBER.match(prefix)
+    if match is None:
+        raise BadParameter(f"plugin prefix {prefix!r} has no number to count {count} plugins "
+                           "up from (e.g. 2bmSP1:Pva1:)")
+    head, number, tail = match.groups()
+    return [f"{head}{int(number) + k}{tail}" for k in range(count)]
+
+
+class ScatterSubscriber(FrameQueue):
+    """Frames of one stream spread over several NTNDArray channels, in one queue.
+
+    It has the interface of :class:`~tomostream.pva.subscriber.ImageSubscriber`: :meth:`get`,
+    :meth:`drain`, ``queued``, ``counters``, ``connected``, :meth:`wait_connected`,
+    ``last_unique_id``. Frames come in the order they arrive, which across channels is nearly,
+    not exactly, the order of their uniqueIds.
+
+    Parameters
+    ----------
+    channels : sequence of str
+        The channels, e.g. ``["2bmSP1:Pva1:Image", "2bmSP1:Pva2:Image"]``.
+    queue_size : int
+        Frames kept for :meth:`get` (all channels together); when full, the oldest is dropped.
+    monitor_queue : int
+        Updates pvapy may hold per channel.
+    on_status : callable, optional
+        ``on_status(text)``: the channels' reports, and the fall-backs below.
+    process : bool
+        Receive each channel in a child process (:class:`ProcessImageSubscriber`); a channel
+        whose process fails (or cannot start) is received in this process instead, and the
+        others go on.
+    ring_bytes : int
+        Most shared memory each receiving process's ring takes [bytes].
+    last_unique_id : int, optional
+        uniqueId of the last frame received before.
+
+    Attributes
+    ----------
+    channel : str
+        The channels, comma-separated (for messages, and to compare with another set).
+    counters : dict of str to int
+        Those of :class:`~tomostream.pva.subscriber.ImageSubscriber`: ``received``,
+        ``dropped``, ``bad``, ... summed over the channels (and over receivers replaced);
+        ``lost``, ``repeated`` and ``restarts`` counted over the whole stream by
+        :attr:`ledger`.
+    ledger : IdLedger
+        The stream's uniqueIds.
+    failed : None
+        Never set: a channel's receiving process that fails is replaced here.
+    """
+
+    failed = None
+
+    def __init__(self, channels: Sequence[str], queue_size: int = 32, *, monitor_queue: int = 100,
+                 on_status: Callable[[str], None] | None = None, process: bool = True,
+                 ring_bytes: int = RING_BYTES, last_unique_id: int | None = None):
+        channels = tuple(channels)
+        if not channels or len(set(channels)) != len(channels) or not all(channels):
+            raise BadParameter(f"channels {list(channels)}: need one or more distinct names")
+        self._init_queue(queue_size)
+        self.channels = channels
+        self.channel = ", ".join(channels)
+        self.monitor_queue = monitor_queue
+        self.on_status = on_status
+        self.process = process
+        self.ring_bytes = ring_bytes
+        self.ledger = IdLedger(last_unique_id)
+        self._subs: list = []
+        self._retired: dict[str, int] = {}
+        self._swap = threading.Lock()  # a channel's receiver replaced vs counters read
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- public ------------------------------------------------------------------------------
+    def start(self) -> ScatterSubscriber:
+        """Start receiving every channel; returns at once (they connect later)."""
+        if self._subs:
+            return self
+        self._stop.clear()
+        self._subs = [self._open(channel, self.process) for channel in self.channels]
+        if self.process:
+            self._watcher = threading.Thread(target=self._watch, name="pva-scatter watch",
+                                             daemon=True)
+            self._watcher.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every channel (idempotent); frames already queued stay readable, and ids still
+        missing count as lost."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+            self._watcher = None
+        for sub in self._subs:
+            sub.stop(timeout)
+        self.ledger.settle()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        with self._swap:
+            counters = dict(self._retired)
+            for sub in self._subs:
+                for key, value in sub.counters.items():
+                    counters[key] = counters.get(key, 0) + value
+        counters.update(lost=self.ledger.lost, repeated=self.ledger.repeated,
+                        restarts=self.ledger.restarts)
+        return counters
+
+    @property
+    def connected(self) -> bool:
+        """Whether every channel is connected."""
+        return bool(self._subs) and all(sub.connected for sub in self._subs)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` [s] for every channel to connect; return whether they did."""
+        deadline = time.monotonic() + timeout
+        return all(sub.wait_connected(max(deadline - time.monotonic(), 0.0)) for sub in self._subs)
+
+    @property
+    def last_unique_id(self) -> int | None:
+        return self.ledger.last_unique_id
+
+    @property
+    def receivers(self) -> tuple:
+        """The current subscriber of each channel, in the order of :attr:`channels`."""
+        return tuple(self._subs)
+
+    def __enter__(self) -> ScatterSubscriber:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _status(self, text: str) -> None:
+        log.info(text)
+        if self.on_status is not None:
+            try:
+                self.on_status(text)
+            except Exception:
+                log.exception("on_status callback failed for %s", self.channel)
+
+    def _open(self, channel: str, process: bool):
+        kw = dict(monitor_queue=self.monitor_queue, on_status=self.on_status, queue=self,
+                  ledger=self.ledger)
+        if process:
+            try:
+                return ProcessImageSubscriber(channel, ring_bytes=self.ring_bytes, **kw).start()
+            except TomostreamError as exc:
+                self._status(f"receiving {channel} in the server process: {exc}")
+        return ImageSubscriber(channel, **kw).start()
+
+    def _watch(self) -> None:
+        """Receive in this process the channels whose receiving process failed."""
+        while not self._stop.wait(_WATCH_S):
+            for k, sub in enumerate(self._subs):
+                failed = getattr(sub, "failed", None)
+                if not failed:
+                    continue
+                sub.stop()
+                new = self._open(sub.channel, process=False)
+                with self._swap:
+                    for key, value in sub.counters.items():
+                        self._retired[key] = self._retired.get(key, 0) + value
+                    self._subs[k] = new
+                self._status(f"receiving {sub.channel} in the server process: {failed}")
