@@ -16,7 +16,10 @@ waiting for the worker). Prints one JSON object::
     .venv/bin/python benchmarks/bench_stream.py --sizes 2048 --backend cupy --start-rate 100
 
 ``--receive-in-server`` receives the frames in the server's process instead of a child
-process (:mod:`tomostream.pva.receive_process`), for comparison.
+process (:mod:`tomostream.pva.receive_process`), for comparison. ``--image-plugins N`` has the
+simulated detector spread its frames over N channels in turn, as an NDPluginScatter in front
+of N NDPluginPva plugins does, and the server receive each over a connection of its own
+(:mod:`tomostream.pva.scatter`).
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ def run_size(size: int, args) -> dict:
     sim = spawn(["--prefix", sim_prefix, "--plugin-prefix", f"bs{size}P:", "--size", str(size),
                  "--fps", str(args.start_rate), "--step", str(args.step),
                  "--num-angles", str(args.num_angles), "--inclusion", "none", "--photons", "0",
-                 "--cache-mb", str(args.cache_mb), "--ca-port", str(SIM_PORT), "--start-scan"],
+                 "--cache-mb", str(args.cache_mb), "--ca-port", str(SIM_PORT), "--start-scan",
+                 "--image-plugins", str(args.image_plugins)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     srv = StreamServer(srv_prefix, ca_port=STREAM_PORT, backend=args.backend,
                        tomoscan_prefix=sim_prefix, image_pvap_name=sim_prefix + "PvaPluginPVPrefix",
@@ -102,7 +106,8 @@ def run_size(size: int, args) -> dict:
                        theta_pva_name=sim_prefix + "StreamTheta", recon_pva_name=srv_prefix + "Recon",
                        frame_type_window=args.frame_type_window,
                        max_rate=args.publish_rate,
-                       receive_process=not args.receive_in_server).start()
+                       receive_process=not args.receive_in_server,
+                       image_plugins=args.image_plugins).start()
     buffer = int(round(180.0 / args.step))
     frame_mb = size * size * 2 / 1e6
     result = {"size": size, "buffer_frames": buffer, "frame_MB": frame_mb, "steps": []}
@@ -160,12 +165,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="most published updates of the slices per second [%(default)s]")
     parser.add_argument("--receive-in-server", action="store_true",
                         help="receive the frames in the server's process, not a child process")
+    parser.add_argument("--image-plugins", type=int, default=1,
+                        help="PVA channels the simulated detector spreads its frames over, in "
+                             "turn, as an NDPluginScatter does; one connection each [%(default)s]")
     args = parser.parse_args(argv)
     results = {
         "benchmark": "stream", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "backend": args.backend,
         "step_deg": args.step, "frame_type_window_s": args.frame_type_window,
         "publish_rate_max": args.publish_rate, "receive_process": not args.receive_in_server,
+        "image_plugins": args.image_plugins,
         "sizes": [run_size(size, args) for size in args.sizes],
     }
     print(json.dumps(results, indent=1))

@@ -15,7 +15,8 @@ from tomostream.ioc.tomostream_ioc import (
     TomoStreamIOC,
 )
 
-# suffix -> (record type, enum strings or None); pv-names.md plus the frame counters
+# suffix -> (record type, enum strings or None); pv-names.md plus the frame counters and
+# ImagePlugins
 EXPECTED = {
     "TomoScanPVPrefix": ("stringout", None), "ImagePVAPName": ("stringout", None),
     "DarkPVAName": ("stringout", None), "FlatPVAName": ("stringout", None),
@@ -33,6 +34,7 @@ EXPECTED = {
     "StartRecon": ("busy", ("Done", "Acquire")), "AbortRecon": ("bo", ("No", "Yes")),
     "FramesReceived": ("longin", None), "FramesUsed": ("longin", None),
     "FramesDropped": ("longin", None), "FramesLost": ("longin", None), "FramesBad": ("longin", None),
+    "ImagePlugins": ("longout", None),
 }
 
 # one valid write per writable PV: suffix -> (value written, value read back)
@@ -48,7 +50,7 @@ WRITES = {
     "OrthoX": (7, 7), "OrthoY": (8, 8), "OrthoZ": (9, 9),
     "RotX": (1.5, 1.5), "RotY": (-2.0, -2.0), "RotZ": (30.0, 30.0),
     "Energy": (25.0, 25.0), "Distance": (150.0, 150.0), "Alpha": (0.001, 0.001),
-    "PixelSize": (0.65, 0.65),
+    "PixelSize": (0.65, 0.65), "ImagePlugins": (2, 2),
 }
 
 
@@ -151,6 +153,15 @@ def test_slice_positions_are_clamped_to_the_frame(ioc):
     assert caget(group, "OrthoY") == 0
     caput(group, "Center", 300.0)
     assert caget(group, "Center") == pytest.approx(127.0)
+
+
+def test_image_plugins_are_clamped_to_what_a_stream_is_spread_over(ioc):
+    group, _, _ = ioc
+    caput(group, "ImagePlugins", 9)
+    assert caget(group, "ImagePlugins") == 8
+    assert "ImagePlugins=9 is outside 1..8: set to 8" in caget(group, "ReconStatus", as_string=True)
+    caput(group, "ImagePlugins", 0)
+    assert caget(group, "ImagePlugins") == 1
 
 
 def test_watchdog_drives_server_running(ioc, wait_until):

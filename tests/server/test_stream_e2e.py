@@ -82,7 +82,8 @@ def make_sim(sim_prefix, unique_prefix, sim_ca_port, **kw):
     options = dict(width=N, height=NZ, fps=FPS, step=STEP, ca_port=sim_ca_port, num_angles=SCAN,
                    inclusion=None, read_noise=0.0, photons=0.0)
     options.update(kw)
-    return SimBeamline(prefix=sim_prefix, plugin_prefix=f"{unique_prefix}DET:", **options)
+    options.setdefault("plugin_prefix", f"{unique_prefix}DET:")
+    return SimBeamline(prefix=sim_prefix, **options)
 
 
 @pytest.fixture
@@ -233,6 +234,34 @@ def test_unique_id_wrap(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca
         assert c["FramesLost"] == 0 and c["OutsideTheta"] == 0
         wait_until(lambda: counters_add_up(quiet_server, sim), 5.0,
                    lambda: f"counters that add up: {quiet_server.counters}")
+
+
+def test_frames_spread_over_two_channels_are_one_stream(sim_prefix, unique_prefix, sim_ca_port,
+                                                        quiet_server, ca, sim_ca, recon):
+    """The detector hands its frames in turn to two NDPluginPva plugins (as NDPluginScatter
+    does), each received over a connection and by a process of its own; uniqueIds wrap at
+    65535 meanwhile and are counted over the whole stream."""
+    from tomostream.pva.receive_process import ProcessImageSubscriber
+    from tomostream.pva.scatter import ScatterSubscriber
+
+    with make_sim(sim_prefix, unique_prefix, sim_ca_port, plugin_prefix=f"{unique_prefix}Pva1:",
+                  image_plugins=2, first_projid=65536 - 50, wrap_unique_id=True) as sim:
+        assert sim.image_channels == [f"{unique_prefix}Pva{k}:Image" for k in (1, 2)]
+        ca.put("ImagePlugins", 2)
+        start_recon(ca, quiet_server)
+        image = quiet_server._session.image
+        assert isinstance(image, ScatterSubscriber) and image.channels == tuple(sim.image_channels)
+        assert all(type(r) is ProcessImageSubscriber for r in image.receivers)
+        scan(sim_ca, ca)
+        wait_until(lambda: ca.get("BufferSize") == "60/60", 10.0, "a full buffer")
+        _, picture = recon.settled(ca)
+        check_phantom(sim, picture, (N // 2, N // 2, NZ // 2))
+        assert all(r.counters["received"] > SCAN // 4 for r in image.receivers)  # both carried
+        wait_until(lambda: counters_add_up(quiet_server, sim), 5.0,
+                   lambda: f"counters that add up: {quiet_server.counters}, per channel "
+                           f"{[r.counters for r in image.receivers]}")
+        c = quiet_server.counters
+        assert c["FramesLost"] == 0 and c["OutsideTheta"] == 0 and c["FramesDropped"] == 0
 
 
 def test_tomoscan_ioc_restart_is_survived(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca,

@@ -17,6 +17,7 @@ from caproto import CaprotoConversionError, ChannelType, SkipWrite
 from caproto.server import PVGroup, PvpropertyEnum, SubGroup, pvproperty
 
 from ..errors import BadParameter
+from ..pva.scatter import MAX_PLUGINS
 from .records import (
     DONE_ACQUIRE,
     NO_YES,
@@ -107,6 +108,10 @@ class ChannelNames(_Part):
                               doc="PVA channel of the angle table [degrees]")
     ReconPVAName = _stringout("2bmb:TomoStream:StreamRecon",
                               doc="PVA channel where the three slices are served")
+    ImagePlugins = pvproperty(value=1, record="longout",
+                              doc=f"NDPluginPva plugins the projections are spread over (by an "
+                                  f"NDPluginScatter), 1..{MAX_PLUGINS}; their prefixes count up "
+                                  "from the one ImagePVAPName gives: 2bmSP1:Pva1:, 2bmSP1:Pva2:, ...")
 
     async def _name(self, instance, value):
         suffix = instance.pvspec.name
@@ -114,6 +119,11 @@ class ChannelNames(_Part):
         if not _PV_NAME.match(text):
             await self._refuse(f"{suffix}={value!r} is not a PV name: refused")
         return await self._accept(suffix, text)
+
+    @ImagePlugins.putter
+    async def ImagePlugins(self, instance, value):
+        value, message = _clamp("ImagePlugins", int(value), 1, MAX_PLUGINS)
+        return await self._accept("ImagePlugins", int(value), message)
 
     TomoScanPVPrefix.putter(_name)
     ImagePVAPName.putter(_name)
@@ -319,7 +329,8 @@ class TomoStreamIOC(PVGroup):
 
     Channels (stringout): TomoScanPVPrefix, ImagePVAPName (a CA PV on the TomoScan side whose
     value is the detector's PVA plugin prefix; image channel = value + "Image"), DarkPVAName,
-    FlatPVAName, ThetaPVAName, ReconPVAName.
+    FlatPVAName, ThetaPVAName, ReconPVAName; ImagePlugins (longout, 1..8: the NDPluginPva
+    plugins an NDPluginScatter spreads the frames over, prefixes counted up from the first's).
 
     Reconstruction (taking effect live): Center (ao, pixels), CenterTweak (ao, pixels),
     CenterTweakUp / CenterTweakDown (calcout: Center +/-= CenterTweak), FilterType (mbbo:

@@ -418,6 +418,7 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
         self._carried = dict.fromkeys(ImageSubscriber._COUNTERS, 0)  # of children gone
         self._child = dict(self._carried)
         self._dropped = 0
+        self._repeats = 0  # frames the child received that the ledger found repeated
         self._rings: dict[int, _Ring] = {}
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
@@ -530,8 +531,9 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
                     continue
                 if self._ledger is None or self._ledger.see(uid):
                     frames.append(Frame(ring.frame(slot), uid, stamp, received))
-                else:  # a repeat, counted by the ledger
+                else:  # a repeat, counted by the ledger: not received after all
                     ring.release(slot)
+                    self._repeats += 1
             elif kind == "dropped":
                 if self._ledger is not None:
                     self._ledger.see(message[1])
@@ -571,6 +573,7 @@ class ProcessImageSubscriber(FrameQueue, ChannelState):
     def _update_counters(self) -> None:
         counters = {k: self._carried[k] + self._child.get(k, 0) for k in self._carried}
         counters["dropped"] += self._dropped
+        counters["received"] -= self._repeats
         self.counters = counters
 
     def _ended(self) -> None:

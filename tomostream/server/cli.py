@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="initial TomoScanPVPrefix [%(default)s]")
     parser.add_argument("--recon-pva-name", default=None,
                         help="initial ReconPVAName [<prefix>StreamRecon]")
+    parser.add_argument("--image-plugins", type=int, default=1,
+                        help="initial ImagePlugins: NDPluginPva plugins the detector's frames are "
+                             "spread over by an NDPluginScatter [%(default)s]")
     parser.add_argument("--max-rate", type=float, default=30.0,
                         help="most published updates per second [%(default)s]")
     parser.add_argument("--interfaces", default=None,
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "flat_pva_name": tomoscan + "StreamFlatFields",
         "theta_pva_name": tomoscan + "StreamTheta",
         "recon_pva_name": args.recon_pva_name or args.prefix + "StreamRecon",
+        "image_plugins": args.image_plugins,
     }
     try:
         interfaces = server_interfaces(args.interfaces, default=ALL_INTERFACES)

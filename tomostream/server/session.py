@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import BadFrame, TomostreamError
+from ..errors import BadFrame, BadParameter, TomostreamError
 from ..pva.fields import read_field, read_theta
 from ..pva.receive_process import ProcessImageSubscriber
+from ..pva.scatter import ScatterSubscriber, plugin_prefixes
 from ..pva.subscriber import ImageSubscriber, LatestValue, missing_ids
 from ..recon import OrthoReconstructor
 from .frames import (
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 #: Frames of one new size in a row that mean the detector geometry changed (binning).
 NEW_SIZE_RUN = 4
+#: A frame this few ids behind the newest is late (frames spread over several channels come
+#: a little out of order), not the start of a new count.
+SCAN_START_SLACK = 64
 #: Slow PVs (counters, BufferSize) are refreshed at most this often while frames flow [s].
 STATUS_PERIOD = 0.25
 #: Longest the worker sleeps waiting for a frame before it looks at commands again [s].
@@ -54,7 +58,8 @@ _TOKENS = itertools.count()
 PARAM_PVS = ("Center", "FilterType", "Dezinger", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY",
              "RotZ", "Energy", "Distance", "Alpha", "PixelSize")
 #: PVs naming the beamline's channels, read at StartRecon.
-CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "DarkPVAName", "FlatPVAName", "ThetaPVAName")
+CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName", "FlatPVAName",
+               "ThetaPVAName")
 
 
 class _CaWatch:
@@ -100,8 +105,13 @@ class StreamSession:
         self.counters = Counters()
         self.frame_types = FrameTypeHistory()
         self.first_projid: int | None = None
+        #: Newest uniqueId processed before FirstProjid.
         self.last_uid: int | None = None
         self.plugin_prefix: str | None = None
+        #: A plugin prefix that cannot name ImagePlugins plugins (reported once).
+        self.plugin_prefix_refused: str | None = None
+        #: NDPluginPva plugins the frames are spread over (ImagePlugins at StartRecon).
+        self.image_plugins = int(self._value("ImagePlugins"))
         self.ca: list[_CaWatch] = []
         #: CA PVs of the TomoScan side not connected now.
         self.ca_down: set[str] = set()
@@ -189,7 +199,14 @@ class StreamSession:
         prefix = self.plugin_prefix
         if prefix is None:
             return
-        channel = prefix + "Image"
+        try:
+            channels = [p + "Image" for p in plugin_prefixes(prefix, self.image_plugins)]
+        except BadParameter as exc:
+            if self.plugin_prefix_refused != prefix:
+                self.plugin_prefix_refused = prefix
+                self.srv.status(f"Running: cannot follow the detector: {exc}")
+            return
+        channel = ", ".join(channels)
         failed = getattr(self.image, "failed", None)
         if self.image is not None:
             if self.image.channel == channel and not failed:
@@ -203,7 +220,11 @@ class StreamSession:
                                          last_unique_id=self.image.last_unique_id)
             self.srv.status(f"Running: receiving {channel} in the server process: {failed}")
             return
-        self.image = self._subscribe(channel, process=self.srv.receive_process)
+        if len(channels) > 1:
+            self.image = ScatterSubscriber(channels, self.srv.queue_size, on_status=self.messages.put,
+                                           process=self.srv.receive_process).start()
+        else:
+            self.image = self._subscribe(channel, process=self.srv.receive_process)
         self.srv.status(f"Running: following {channel}")
 
     def _subscribe(self, channel: str, process: bool, last_unique_id: int | None = None):
@@ -424,13 +445,29 @@ class StreamSession:
         self.counters.bad += 1
         return False
 
+    def _note_scan_start(self, uid: int) -> None:
+        """Count the ids the detector skipped between the last scan and this one (no loss).
+
+        ``last_uid`` is the newest id before FirstProjid. Frames spread over several channels
+        come a little out of order, so frames just after FirstProjid that come before it, and
+        late frames a little behind the newest, leave it as it is."""
+        fp, last = self.first_projid, self.last_uid
+        if fp is not None and uid == fp:
+            if last is not None and last != fp:
+                self.counters.between_scans += missing_ids(last, fp) or 0
+            self.last_uid = fp
+            return
+        if fp is not None and missing_ids(uid, fp) is None:
+            return  # a frame of the scan
+        late = None if last is None else missing_ids(uid, last)
+        if late is None or late >= SCAN_START_SLACK:
+            self.last_uid = uid
+
     def _process(self, frames: list) -> None:
         t0 = time.perf_counter()
         kept, angles, times = [], [], []
         for frame in frames:
-            if self.last_uid is not None and frame.unique_id == self.first_projid:
-                self.counters.between_scans += missing_ids(self.last_uid, frame.unique_id) or 0
-            self.last_uid = frame.unique_id
+            self._note_scan_start(frame.unique_id)
             if frame.array.dtype not in (np.uint8, np.uint16, np.float32):
                 self.counters.bad += 1
                 continue

@@ -63,6 +63,7 @@ STALE_REPORT = 1.0
 DEFAULT_PVS = {
     "tomoscan_prefix": "TomoScanPVPrefix",
     "image_pvap_name": "ImagePVAPName",
+    "image_plugins": "ImagePlugins",
     "dark_pva_name": "DarkPVAName",
     "flat_pva_name": "FlatPVAName",
     "theta_pva_name": "ThetaPVAName",

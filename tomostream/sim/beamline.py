@@ -34,6 +34,7 @@ from ..io.dxfile import check_directory, check_file_name, next_capture_path, wri
 from ..ioc import IocThread
 from ..pva.fields import field_pv, theta_pv
 from ..pva.ntnda import restamp, to_ntnda
+from ..pva.scatter import plugin_prefixes
 from ..pva.server import PvaChannels
 from .detector import BINNINGS, DetectorOptions, FrameSource
 from .ioc import TomoScanStreamIOC
@@ -76,6 +77,10 @@ class SimBeamline:
         TomoScan PV prefix, e.g. ``2bmb:TomoScanStream:``.
     plugin_prefix : str
         The detector's PVA plugin prefix; images on ``plugin_prefix + "Image"``.
+    image_plugins : int
+        NDPluginPva plugins the frames are spread over, in turn, as an NDPluginScatter in front
+        of them does; their prefixes count up from ``plugin_prefix``'s number (``2bmSP1:Pva1:``,
+        ``2bmSP1:Pva2:``, ...), each serving its ``Image`` channel.
     width, height : int [pixels]
         Frame size (multiples of 4, up to 4096).
     fps : float [frames/s]
@@ -123,7 +128,8 @@ class SimBeamline:
                  photons: float = 0.0, zingers: float = 0.0, center_offset: float = 0.0,
                  read_noise: float = 2.0, intensity: float | None = None, cache_mb: float = 512.0,
                  inclusion: str | Inclusion | None = "grow", seed: int = 0,
-                 interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None):
+                 interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
+                 image_plugins: int = 1):
         if scan_type not in SCAN_TYPES:
             raise BadParameter(f"scan_type={scan_type!r} is not one of {SCAN_TYPES}")
         if num_dark < 1 or num_flat < 1:
@@ -138,7 +144,9 @@ class SimBeamline:
         self.prefix = prefix
         self.plugin_prefix = plugin_prefix
         self.pva_prefix = prefix if pva_prefix is None else pva_prefix
-        self.image_channel = plugin_prefix + "Image"
+        #: The detector's image channels: one per NDPluginPva plugin, frames in turn.
+        self.image_channels = [p + "Image" for p in plugin_prefixes(plugin_prefix, image_plugins)]
+        self.image_channel = self.image_channels[0]
         self.dark_channel = self.pva_prefix + "StreamDarkFields"
         self.flat_channel = self.pva_prefix + "StreamFlatFields"
         self.theta_channel = self.pva_prefix + "StreamTheta"
@@ -187,7 +195,8 @@ class SimBeamline:
         """Serve the PVA channels and the IOC; return when both answer."""
         self._dark, self._flat = self._average("dark"), self._average("flat")
         blank = np.zeros((self.options.height, self.options.width), self.source.dtype)
-        self._last_pv = {self.image_channel: to_ntnda(blank, 0), self.dark_channel: field_pv(self._dark),
+        self._last_pv = {**{name: to_ntnda(blank, 0) for name in self.image_channels},
+                         self.dark_channel: field_pv(self._dark),
                          self.flat_channel: field_pv(self._flat),
                          self.theta_channel: theta_pv(self._theta)}
         self.channels = PvaChannels()
@@ -208,7 +217,7 @@ class SimBeamline:
             raise
         threading.Thread(target=self._prepare, args=(self._theta,), name="sim-prepare",
                          daemon=True).start()
-        log.info("simulated beamline %s serving %s", self.prefix, self.image_channel)
+        log.info("simulated beamline %s serving %s", self.prefix, ", ".join(self.image_channels))
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -466,7 +475,7 @@ class SimBeamline:
             else:
                 frame = self.source.projection(theta[k], k, binning)
                 pv = self._frame_pv(frame, uid, self.source.repeat_key(theta[k], k, binning))
-            self._publish(self.image_channel, pv)
+            self._publish(self.image_channels[self.frames_published % len(self.image_channels)], pv)
             self.frames_published += 1
             if retake is not None:
                 if len(retake.frames) >= retake.count:

@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="2bmb:TomoScanStream:", help="TomoScan PV prefix")
     p.add_argument("--plugin-prefix", default="2bmSP1:Pva1:",
                    help="detector PVA plugin prefix (images on <prefix>Image)")
+    p.add_argument("--image-plugins", type=int, default=1,
+                   help="NDPluginPva plugins the frames are spread over, in turn, as by an "
+                        "NDPluginScatter (prefixes counted up from --plugin-prefix); set "
+                        "TomoStream's ImagePlugins to match [%(default)s]")
     p.add_argument("--pva-prefix", default=None,
                    help="prefix of StreamDarkFields/StreamFlatFields/StreamTheta (default: --prefix)")
     p.add_argument("--size", type=int, default=512, help="frame width and height [pixels]")
@@ -102,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
                           zingers=args.zingers, center_offset=args.center_offset,
                           inclusion=args.inclusion, first_projid=args.first_projid,
                           wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb,
-                          interfaces=interfaces, write_hosts=split_hosts(args.write_hosts) or None)
+                          interfaces=interfaces, write_hosts=split_hosts(args.write_hosts) or None,
+                          image_plugins=args.image_plugins)
         sim.start()
     except (TomostreamError, OSError) as exc:
         print(f"tomostream sim: {exc}", file=sys.stderr)
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"tomostream sim: {args.prefix} on CA port {port}, images on {sim.image_channel}; "
+    print(f"tomostream sim: {args.prefix} on CA port {port}, images on {', '.join(sim.image_channels)}; "
           "Ctrl-C stops", flush=True)
     try:
         if args.start_scan:
