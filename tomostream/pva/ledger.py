@@ -24,8 +24,8 @@ REORDER_S = 1.0
 #: How far behind the newest id a frame may come and still be matched with its gap.
 LATE_IDS = 4096
 #: A frame this close behind the newest that fills no gap is a repeat (a restarted server
-#: re-sends its last value); one further back that fills no gap starts a new count (a new
-#: acquisition).
+#: re-sends its last value), or, this close before the first frame seen, an earlier frame
+#: that came later; one further back that fills no gap starts a new count (a new acquisition).
 REPEAT_IDS = 64
 
 

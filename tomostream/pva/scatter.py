@@ -17,7 +17,6 @@ from the first one's number (``2bmSP1:Pva1:``, ``2bmSP1:Pva2:``, ...), see
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -26,9 +25,7 @@ from collections.abc import Callable, Sequence
 from ..errors import BadParameter, TomostreamError
 from .ledger import IdLedger
 from .receive_process import RING_BYTES, ProcessImageSubscriber
-from .subscriber import FrameQueue, ImageSubscriber
-
-log = logging.getLogger(__name__)
+from .subscriber import FrameQueue, ImageSubscriber, report
 
 #: Most channels one detector's frames may be spread over.
 MAX_PLUGINS = 8
@@ -191,12 +188,7 @@ class ScatterSubscriber(FrameQueue):
 
     # -- internals ---------------------------------------------------------------------------
     def _status(self, text: str) -> None:
-        log.info(text)
-        if self.on_status is not None:
-            try:
-                self.on_status(text)
-            except Exception:
-                log.exception("on_status callback failed for %s", self.channel)
+        report(text, self.on_status, self.channel)
 
     def _open(self, channel: str, process: bool):
         kw = dict(monitor_queue=self.monitor_queue, on_status=self.on_status, queue=self,

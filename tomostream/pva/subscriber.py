@@ -111,6 +111,16 @@ def _stop_live_monitors() -> None:
             log.debug("stopping the monitor of %s at exit: %s", monitor.channel, exc)
 
 
+def report(text: str, on_status: Callable[[str], None] | None, channel: str) -> None:
+    """Log ``text`` and hand it to ``on_status`` (a callback that fails is logged, not raised)."""
+    log.info(text)
+    if on_status is not None:
+        try:
+            on_status(text)
+        except Exception:
+            log.exception("on_status callback failed for %s", channel)
+
+
 class ChannelState:
     """What every subscriber of a channel has: the channel's name, the updates pvapy may hold,
     status reports, and whether the channel is connected (set from any thread)."""
@@ -139,13 +149,7 @@ class ChannelState:
         return self._connected_event.wait(timeout)
 
     def _status(self, text: str) -> None:
-        """Log ``text`` and hand it to ``on_status`` (a callback that fails is logged, not raised)."""
-        log.info(text)
-        if self.on_status is not None:
-            try:
-                self.on_status(text)
-            except Exception:
-                log.exception("on_status callback failed for %s", self.channel)
+        report(text, self.on_status, self.channel)
 
 
 class _Monitor(ChannelState):
