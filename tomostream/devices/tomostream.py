@@ -34,6 +34,8 @@ class TomoStream(Device):
     flat_pva_name = Cpt(EpicsSignal, "FlatPVAName", string=True, put_complete=True, kind="config")
     theta_pva_name = Cpt(EpicsSignal, "ThetaPVAName", string=True, put_complete=True, kind="config")
     recon_pva_name = Cpt(EpicsSignal, "ReconPVAName", string=True, put_complete=True, kind="config")
+    #: NDPluginPva plugins the detector's frames are spread over (NDPluginScatter), 1..8
+    image_plugins = Cpt(EpicsSignal, "ImagePlugins", put_complete=True, kind="config")
 
     # --- reconstruction settings --------------------------------------------------------------
     center = Cpt(EpicsSignal, "Center", put_complete=True, kind="config")  # [pixels]
