@@ -8,9 +8,15 @@ from __future__ import annotations
 import time
 
 import epics
+import numpy as np
 import pytest
 
 from tomostream.ioc.tomostream_ioc import STATUS_LENGTH
+
+
+def pixels(uid: int, dtype=np.uint16, shape=(8, 12)) -> np.ndarray:
+    """Small test image that tells frame ``uid`` apart from its neighbours."""
+    return (np.arange(shape[0] * shape[1]) + uid % 100).astype(dtype).reshape(shape)
 
 
 def wait_for(predicate, timeout=10.0) -> bool:

@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import pixels
 
 from tomostream.errors import BadParameter
 from tomostream.pva import receive_process as rp
@@ -29,10 +30,6 @@ from tomostream.pva.shm import SHM_DIR
 START = 30.0   # a child starts Python, NumPy and pvapy: seconds on a busy machine
 
 
-def _pixels(uid: int, dtype=np.uint16, shape=(8, 12)) -> np.ndarray:
-    return (np.arange(shape[0] * shape[1]) + uid % 100).astype(dtype).reshape(shape)
-
-
 def _rings() -> set[str]:
     return {f for f in os.listdir(SHM_DIR) if f.startswith("tomostream-rx-")}
 
@@ -41,10 +38,10 @@ def _rings() -> set[str]:
 def image(channels, unique_prefix):
     """``post(uid, dtype=..., shape=...)`` on a served image channel; its name as ``.name``."""
     name = unique_prefix + "Image"
-    channels.add(name, to_ntnda(_pixels(0), 0))
+    channels.add(name, to_ntnda(pixels(0), 0))
 
     def post(uid: int, dtype=np.uint16, shape=(8, 12)) -> None:
-        channels.update(name, to_ntnda(_pixels(uid, dtype, shape), uid))
+        channels.update(name, to_ntnda(pixels(uid, dtype, shape), uid))
 
     post.name = name
     return post
@@ -136,13 +133,13 @@ def test_frames_arrive_in_order_through_shared_memory(dtype, image, wait):
             assert f.array.dtype == dtype and f.array.shape == (8, 12)
             assert not f.array.flags.writeable
             assert f.timestamp > 0 and f.received >= f.timestamp
-        np.testing.assert_array_equal(frames[-1].array, _pixels(5, dtype))
+        np.testing.assert_array_equal(frames[-1].array, pixels(5, dtype))
         assert sub.counters["received"] == 6 and sub.counters["lost"] == 0
         assert sub.last_unique_id == 5
     finally:
         sub.stop()
     assert not sub.connected
-    np.testing.assert_array_equal(frames[0].array, _pixels(1, dtype))  # still readable
+    np.testing.assert_array_equal(frames[0].array, pixels(1, dtype))  # still readable
     assert _rings() - before == set()                   # no file left behind
 
 
@@ -163,7 +160,7 @@ def test_a_caller_holding_every_slot_makes_new_frames_count_as_dropped(image, wa
         image(20)
         frame = wait(lambda: sub.get(0.1), 10.0, "frame 20")
         assert frame.unique_id == 20
-        np.testing.assert_array_equal(frame.array, _pixels(20))
+        np.testing.assert_array_equal(frame.array, pixels(20))
     finally:
         sub.stop()
 
@@ -188,8 +185,8 @@ def test_a_new_frame_size_gets_a_new_ring_and_old_frames_stay_valid(image, wait)
         image(2, shape=(16, 24))
         new = wait(lambda: sub.get(0.1), 10.0, "frame 2")
         assert new.array.shape == (16, 24)
-        np.testing.assert_array_equal(new.array, _pixels(2, shape=(16, 24)))
-        np.testing.assert_array_equal(old.array, _pixels(1))
+        np.testing.assert_array_equal(new.array, pixels(2, shape=(16, 24)))
+        np.testing.assert_array_equal(old.array, pixels(1))
     finally:
         sub.stop()
 

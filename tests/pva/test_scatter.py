@@ -7,6 +7,7 @@ import signal
 
 import numpy as np
 import pytest
+from helpers import pixels
 
 from tomostream.errors import BadParameter
 from tomostream.pva import receive_process as rp
@@ -15,10 +16,6 @@ from tomostream.pva.scatter import MAX_PLUGINS, ScatterSubscriber, plugin_prefix
 from tomostream.pva.subscriber import ImageSubscriber
 
 START = 30.0   # a receiving process starts Python, NumPy and pvapy
-
-
-def _pixels(uid: int) -> np.ndarray:
-    return (np.arange(96) + uid % 100).astype(np.uint16).reshape(8, 12)
 
 
 @pytest.mark.parametrize("prefix, count, expected", [
@@ -50,10 +47,10 @@ def scatter(channels, unique_prefix):
     (ids 1 and 2)."""
     names = [f"{unique_prefix}Pva{k}:Image" for k in (1, 2)]
     for k, name in enumerate(names):
-        channels.add(name, to_ntnda(_pixels(k + 1), k + 1))
+        channels.add(name, to_ntnda(pixels(k + 1), k + 1))
 
     def post(uid: int) -> None:
-        channels.update(names[(uid - 1) % 2], to_ntnda(_pixels(uid), uid))
+        channels.update(names[(uid - 1) % 2], to_ntnda(pixels(uid), uid))
 
     post.names = names
     return post
@@ -84,7 +81,7 @@ def test_every_channel_feeds_one_queue_and_ids_are_counted_over_the_stream(scatt
         frames = _take(sub, 40, wait)
         assert sorted(frames) == [1, 2, *sent]
         for uid, frame in frames.items():
-            np.testing.assert_array_equal(frame.array, _pixels(uid))
+            np.testing.assert_array_equal(frame.array, pixels(uid))
         wait(lambda: sub.counters["received"] == 37, 10.0, "the counters of both channels")
         assert sub.counters["lost"] + sub.ledger.missing == 3   # lost once reorder_s is over
     finally:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pvaccess
 import pytest
+from helpers import pixels
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,12 +19,8 @@ from tomostream.pva.server import PvaChannels
 from tomostream.pva.subscriber import WRAP_WINDOW, ImageSubscriber, LatestValue, missing_ids
 
 
-def _pixels(uid: int, dtype=np.uint16, shape=(8, 12)) -> np.ndarray:
-    return (np.arange(shape[0] * shape[1]) + uid % 100).astype(dtype).reshape(shape)
-
-
 def _frame(uid: int, dtype=np.uint16):
-    return to_ntnda(_pixels(uid, dtype), uid)
+    return to_ntnda(pixels(uid, dtype), uid)
 
 
 # -- uniqueId bookkeeping ----------------------------------------------------------------------
@@ -66,7 +63,7 @@ def test_frames_arrive_in_order(dtype, channels, unique_prefix, wait):
         frames = [sub.get(5.0) for _ in range(5)]
     assert [f.unique_id for f in frames] == [1, 2, 3, 4, 5]
     assert all(f.array.dtype == dtype and f.array.shape == (8, 12) for f in frames)
-    np.testing.assert_array_equal(frames[-1].array, _pixels(5, dtype))
+    np.testing.assert_array_equal(frames[-1].array, pixels(5, dtype))
     assert sub.counters == dict(received=6, dropped=0, lost=0, bad=0, reconnects=0, resubscribes=0,
                                 repeated=0, restarts=0, overflow=0)
     assert not sub.connected
@@ -108,7 +105,7 @@ def test_updates_queued_while_the_consumer_was_held_all_arrive_in_order(channels
         wait(lambda: sub.last_unique_id == 40, what="the backlog taken")
         frames = sub.drain()
     assert [f.unique_id for f in frames] == list(range(1, 41))
-    np.testing.assert_array_equal(frames[-1].array, _pixels(40))
+    np.testing.assert_array_equal(frames[-1].array, pixels(40))
     # each frame says when it was decoded: after its timestamp, the held ones 0.2 s after
     # (frame 1 may have been decoded before the consumer blocked)
     assert all(0 < f.timestamp <= f.received for f in frames)

@@ -364,6 +364,19 @@ def _child_main(fd: int, config: dict) -> int:  # pragma: no cover - runs in the
         writer.close()
 
 
+def start_image_subscriber(channel: str, *, process: bool, on_fallback: Callable[[str], None],
+                           ring_bytes: int = RING_BYTES, **kw) -> ImageSubscriber | ProcessImageSubscriber:
+    """A started subscriber to ``channel``: in a child process (whose ring takes at most
+    ``ring_bytes``) when ``process`` and it can be, else in this one, saying why through
+    ``on_fallback(text)``. ``kw`` go to either class."""
+    if process:
+        try:
+            return ProcessImageSubscriber(channel, ring_bytes=ring_bytes, **kw).start()
+        except TomostreamError as exc:
+            on_fallback(f"receiving {channel} in the server process: {exc}")
+    return ImageSubscriber(channel, **kw).start()
+
+
 class ProcessImageSubscriber(FrameQueue, ChannelState):
     """Frames of an areaDetector NTNDArray channel, received by a child process.
 

@@ -22,17 +22,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ..errors import BadParameter, TomostreamError
+from ..errors import BadParameter
 from .ledger import IdLedger
-from .receive_process import RING_BYTES, ProcessImageSubscriber
-from .subscriber import FrameQueue, ImageSubscriber, report
+from .receive_process import RING_BYTES, start_image_subscriber
+from .subscriber import FrameQueue, report
 
 #: Most channels one detector's frames may be spread over.
 MAX_PLUGINS = 8
 #: How often failed receiving processes are looked for [s].
 _WATCH_S = 0.2
-#: Counters the IdLedger keeps for the whole stream (the channels' own are not used).
-_LEDGER_COUNTERS = ("lost", "repeated", "restarts")
 
 _LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
@@ -81,7 +79,8 @@ class ScatterSubscriber(FrameQueue):
     on_status : callable, optional
         ``on_status(text)``: the channels' reports, and the fall-backs below.
     process : bool
-        Receive each channel in a child process (:class:`ProcessImageSubscriber`); a channel
+        Receive each channel in a child process
+        (:class:`~tomostream.pva.receive_process.ProcessImageSubscriber`); a channel
         whose process fails (or cannot start) is received in this process instead, and the
         others go on.
     ring_bytes : int
@@ -191,14 +190,9 @@ class ScatterSubscriber(FrameQueue):
         report(text, self.on_status, self.channel)
 
     def _open(self, channel: str, process: bool):
-        kw = dict(monitor_queue=self.monitor_queue, on_status=self.on_status, queue=self,
-                  ledger=self.ledger)
-        if process:
-            try:
-                return ProcessImageSubscriber(channel, ring_bytes=self.ring_bytes, **kw).start()
-            except TomostreamError as exc:
-                self._status(f"receiving {channel} in the server process: {exc}")
-        return ImageSubscriber(channel, **kw).start()
+        return start_image_subscriber(channel, process=process, on_fallback=self._status,
+                                      monitor_queue=self.monitor_queue, on_status=self.on_status,
+                                      queue=self, ledger=self.ledger, ring_bytes=self.ring_bytes)
 
     def _watch(self) -> None:
         """Receive in this process the channels whose receiving process failed."""

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..errors import BadFrame, BadParameter, TomostreamError
 from ..pva.fields import read_field, read_theta
-from ..pva.receive_process import ProcessImageSubscriber
+from ..pva.receive_process import start_image_subscriber
 from ..pva.scatter import ScatterSubscriber, plugin_prefixes
-from ..pva.subscriber import ImageSubscriber, LatestValue, missing_ids
+from ..pva.subscriber import LatestValue, missing_ids
 from ..recon import OrthoReconstructor
 from .frames import (
     FRAME_TYPES,
@@ -216,28 +216,24 @@ class StreamSession:
         if failed:
             due = time.monotonic() + self.srv.frame_type_window
             self.held.extend((due, frame) for frame in self.image.drain())
-            self.image = self._subscribe(channel, process=False,
+            self.image = self._subscribe(channels, process=False,
                                          last_unique_id=self.image.last_unique_id)
             self.srv.status(f"Running: receiving {channel} in the server process: {failed}")
             return
-        if len(channels) > 1:
-            self.image = ScatterSubscriber(channels, self.srv.queue_size, on_status=self.messages.put,
-                                           process=self.srv.receive_process).start()
-        else:
-            self.image = self._subscribe(channel, process=self.srv.receive_process)
+        self.image = self._subscribe(channels, process=self.srv.receive_process)
         self.srv.status(f"Running: following {channel}")
 
-    def _subscribe(self, channel: str, process: bool, last_unique_id: int | None = None):
-        """A started subscriber to ``channel``: in a child process when ``process`` and it can
-        be (:mod:`tomostream.pva.receive_process`), else in this one."""
+    def _subscribe(self, channels: list[str], process: bool, last_unique_id: int | None = None):
+        """A started subscriber to ``channels``: one :class:`ScatterSubscriber` for several;
+        for one, in a child process when ``process`` and it can be
+        (:mod:`tomostream.pva.receive_process`), else in this one."""
         kw = dict(queue_size=self.srv.queue_size, on_status=self.messages.put,
                   last_unique_id=last_unique_id)
-        if process:
-            try:
-                return ProcessImageSubscriber(channel, **kw).start()
-            except TomostreamError as exc:
-                self.srv.status(f"Running: receiving {channel} in the server process: {exc}")
-        return ImageSubscriber(channel, **kw).start()
+        if len(channels) > 1:
+            return ScatterSubscriber(channels, process=process, **kw).start()
+        return start_image_subscriber(channels[0], process=process,
+                                      on_fallback=lambda text: self.srv.status("Running: " + text),
+                                      **kw)
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> None:
