@@ -279,6 +279,31 @@ def test_tomoscan_ioc_restart_is_survived(sim_prefix, unique_prefix, sim_ca_port
     assert ca.text("StartRecon") == "Acquire"
 
 
+def test_an_ophyd_device_on_the_same_pvs_leaves_the_servers_watches_alone(beamline, quiet_server, ca,
+                                                                          sim_ca, recon):
+    """A Bluesky session in the server's process connects to and lets go of the TomoScan PVs
+    the server watches: the server keeps following them and its session ends cleanly."""
+    from ophyd import EpicsSignal
+
+    start_recon(ca, quiet_server)
+    sim = beamline.prefix
+    signals = [EpicsSignal(sim + "FrameType", name="frame_type"),
+               EpicsSignal(sim + "FirstProjid", name="first_projid")]
+    for signal_ in signals:
+        signal_.wait_for_connection(timeout=10)
+    for signal_ in signals:
+        signal_.destroy()  # ophyd clears its channels and unsets their context
+    scan(sim_ca, ca)
+    wait_until(lambda: ca.get("BufferSize") == "60/60", 10.0, "a full buffer")
+    check_phantom(beamline, recon.settled(ca)[1], (N // 2, N // 2, NZ // 2))
+    ca.put("AbortRecon", 1)
+    wait_until(lambda: ca.text("StartRecon") == "Done", 10.0, "StartRecon done")
+    assert "error" not in ca.text("ReconStatus").lower()
+    start_recon(ca, quiet_server)  # the next session reuses the channels
+    scan(sim_ca, ca)
+    assert "error" not in ca.text("ReconStatus").lower()
+
+
 def test_drop_burst_is_counted_and_survived(beamline, server, ca, sim_ca, recon):
     server.markers = False
     server.queue_size = 2            # a worker that falls behind at once

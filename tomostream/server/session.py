@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 import queue
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -62,23 +63,72 @@ CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName
                "ThetaPVAName")
 
 
+#: The server's own pyepics channels, by name, in a Channel Access context of their own: made
+#: once, never disconnected (disconnecting from the worker thread while CA threads deliver
+#: callbacks crashed the process), reused by the next session. pyepics shares one channel per
+#: name and context, so in its initial context an ophyd device in the same process (a Bluesky
+#: session beside the server) owns them too: its ``destroy`` clears the channel and unsets the
+#: PV's context, which left a watch without values and its ``close`` raising "Expected CA
+#: context is unset".
+_CHANNELS: dict[str, object] = {}
+_CHANNELS_LOCK = threading.Lock()
+_CONTEXT: list = []
+
+
+def _own_context():
+    """The server's Channel Access context (made once, from a thread that holds no other)."""
+    from epics import ca
+
+    if not _CONTEXT:
+        def make():
+            if ca.current_context() is not None:  # loading libca attached its initial context
+                ca.detach_context()
+            ca.create_context()
+            _CONTEXT.append(ca.current_context())
+            ca.detach_context()
+
+        maker = threading.Thread(target=make, name="tomostream-ca-context")
+        maker.start()
+        maker.join()
+    return _CONTEXT[0]
+
+
+def _channel(name: str):
+    """The server's own monitored pyepics PV ``name`` (see :data:`_CHANNELS`)."""
+    import epics
+    from epics import ca
+
+    with _CHANNELS_LOCK:
+        pv = _CHANNELS.get(name)
+        if pv is None:
+            context = _own_context()
+            previous = ca.current_context()
+            if previous is not None:
+                ca.detach_context()
+            ca.attach_context(context)
+            try:  # epics.pv.PV: never ophyd's subclass, which get_pv would hand out
+                pv = _CHANNELS[name] = epics.pv.PV(name, form="time", auto_monitor=True)
+            finally:
+                ca.detach_context()
+                if previous is not None:
+                    ca.attach_context(previous)
+        return pv
+
+
 class _CaWatch:
     """A pyepics PV followed with callbacks; connection state reported to the worker.
 
-    The PV comes from pyepics' cache and is never disconnected: disconnecting from the worker
-    thread while CA threads deliver callbacks crashed the process. Closing the watch removes
-    its callbacks, and the next session reuses the channel.
+    The PV is the server's own (:func:`_channel`) and is never disconnected. Closing the watch
+    removes its callbacks, and the next session reuses the channel.
     """
 
     def __init__(self, name: str, on_value, on_connection):
-        import epics
-
         self.name = name
-        self.pv = epics.get_pv(name, form="time", auto_monitor=True)
+        self.pv = _channel(name)
         self._on_connection = on_connection
         self.pv.connection_callbacks.append(on_connection)
         self._index = self.pv.add_callback(on_value)
-        if self.pv.connected:  # a cached channel: its connection and value events have passed
+        if self.pv.connected:  # a reused channel: its connection and value events have passed
             on_connection(pvname=name, conn=True, pv=self.pv)
             if self.pv.value is not None:  # connected, first monitor value maybe not yet in
                 on_value(pvname=name, value=self.pv.value, char_value=self.pv.char_value,
