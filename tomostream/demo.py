@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             tomoscan.wait_for_connection(timeout=10)
             tomostream.wait_for_connection(timeout=10)
-            print(f"beamline and stream server started in {time.monotonic() - t0:.1f} s")
+            print(f"beamline and stream server started in {time.monotonic() - t0:.1f} s "
+                  f"(reconstruction kernels compiled before the scan, so no frame waits for them)")
             RE = RunEngine({})
             RE.subscribe(cat.catalog_writer(catalog, cat.spool_dir(data_dir)))
             RE.subscribe(_progress)

@@ -90,7 +90,9 @@ def test_defaults_and_heartbeat(server, ca, stream_prefix, unique_prefix, wait_u
     assert ca.get("ReconPVAName") == stream_prefix + "Recon"
     wait_until(lambda: ca.text("ServerRunning") == "Running", 5.0, "ServerRunning Running")
     assert ca.get("Watchdog") > 0
-    assert "Stopped" in ca.text("ReconStatus")
+    # start() returns once the kernels are compiled, so no frame of a first scan waits for them
+    assert server.warm.is_set()
+    assert ca.text("ReconStatus").startswith("Stopped: ready")
 
 
 def test_start_waits_for_the_beamline_and_abort_completes_the_put(server, ca, wait_until):

@@ -43,6 +43,7 @@ from ..ioc import IocThread
 from ..ioc.records import WATCHDOG_RESET
 from ..ioc.tomostream_ioc import TomoStreamIOC
 from ..pva.publish_process import InlinePublisher, ProcessPublisher
+from ..recon.warmup import warm_up
 from .frames import LatencyStats
 from .heap import release_free_memory
 from .session import StreamSession
@@ -160,6 +161,8 @@ class StreamServer:
         self._ioc_thread: IocThread | None = None
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
+        #: Set once the worker has compiled the reconstruction kernels (:meth:`start` waits).
+        self.warm = threading.Event()
         self._worker: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         #: Serves ReconPVAName: a ProcessPublisher or an InlinePublisher (valid after start).
@@ -171,7 +174,8 @@ class StreamServer:
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> StreamServer:
-        """Serve the IOC and start the worker; returns when the PVs answer."""
+        """Serve the IOC and start the worker; returns when the PVs answer and the worker has
+        compiled the reconstruction kernels (ReconStatus says so meanwhile)."""
         self.ioc = TomoStreamIOC(self.prefix, listener=self._on_ioc_write)
         self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port, interfaces=self.interfaces,
                                      name=f"ioc {self.prefix}", write_hosts=self.write_hosts).start()
@@ -179,12 +183,14 @@ class StreamServer:
             self._ioc_thread.run_coroutine(self.ioc.apply(self.defaults))
         self.publisher = self._new_publisher()
         self.stopping.clear()
+        self.warm.clear()
         self._worker = threading.Thread(target=self._work, name="tomostream-worker", daemon=True)
         self._worker.start()
         self._heartbeat = threading.Thread(target=self._beat, name="tomostream-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
-        self.set_pvs({"ReconStatus": "Stopped: ready" + self._publisher_note})
+        while not self.warm.wait(0.1) and self._worker.is_alive():
+            pass
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -293,7 +299,24 @@ class StreamServer:
         return rec, len(notes)
 
     # -- worker ------------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        """Compile the reconstruction kernels before any frame comes (a StartRecon waits),
+        so the first frames of a scan are not dropped while they compile."""
+        self.status("Starting: compiling the reconstruction kernels (seconds on the first run "
+                    "on this machine, then cached)")
+        try:
+            backend, seconds = warm_up(self.backend)
+        except Exception as exc:  # the session will meet it again and report it there
+            log.exception("warming up the reconstruction engine failed")
+            note = f" (warming up the {self.backend} engine failed: {type(exc).__name__}: {exc})"
+        else:
+            log.info("reconstruction kernels (%s) ready in %.2f s", backend, seconds)
+            note = ""
+        self.set_pvs({"ReconStatus": ("Stopped: ready" + self._publisher_note + note)[:255]})
+        self.warm.set()
+
     def _work(self) -> None:
+        self._warm_up()
         while not self.stopping.is_set():
             suffix, value = self.commands.get()
             if suffix == "StartRecon":
