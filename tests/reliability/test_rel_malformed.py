@@ -120,3 +120,57 @@ def test_a_channel_of_another_structure_is_refused(running, ca, wait_until):
     beamline.channels.remove(name)
     beamline.channels.add(name, to_ntnda(np.zeros((N, N), np.uint16), 1))
     wait_until(lambda: server.ready, 10.0, "the detector followed again")
+
+
+def test_frames_of_another_type_or_size_mid_stream_never_stop_it(running, ca, sim_ca, status, wait_until):
+    """Between good uint16 frames of a scan: a lone float32 frame, a NaN frame, a frame of
+    another size are refused with a reason; a detector that switched to float32 is followed;
+    uniqueIds far ahead or negative pass without harm. Streaming never stops."""
+    from tomostream.server.session import NEW_SIZE_RUN
+
+    beamline, server = running
+    sim_ca.put("StartScan", 1)                        # completes at the end of the scan
+    wait_until(lambda: ca.get("BufferSize") == "60/60", 20.0, "a full buffer")
+    first = int(sim_ca.get("FirstProjid"))
+    counts = server.counters
+
+    def post(array, uid):
+        """Serve one frame and wait until the server has taken it in (whatever its verdict)."""
+        received = server.counters["FramesReceived"]
+        beamline.channels.update(beamline.image_channel, to_ntnda(array, uid))
+        wait_until(lambda: server.counters["FramesReceived"] == received + 1, 10.0,
+                   lambda: f"frame {uid} received: {server.counters}")
+
+    def settled():
+        c = server.counters
+        return c["FramesReceived"] - c["FramesBad"] == (c["FramesUsed"] + c["FramesDropped"]
+                                                        + c["NotProjection"] + c["OutsideTheta"])
+
+    def verdict(array, uid):
+        """(bad, used) added by one frame."""
+        before = server.counters
+        post(array, uid)
+        wait_until(settled, 10.0, lambda: f"frame {uid} judged: {server.counters}")
+        after = server.counters
+        return after["FramesBad"] - before["FramesBad"], after["FramesUsed"] - before["FramesUsed"]
+
+    good = np.full((N, N), 1000, np.uint16)
+    as_float = good.astype(np.float32)
+    assert verdict(as_float, first + 1) == (1, 0)     # one float32 frame in a uint16 stream
+    status.wait_for(f"refused: a float32 {N}x{N} frame in a stream of uint16 {N}x{N} frames")
+    assert verdict(good, first + 2) == (0, 1)
+    assert verdict(np.full((N, N), np.nan, np.float32), first + 3) == (1, 0)
+    assert verdict(good[: N // 2], first + 4) == (1, 0)            # another size, alone
+    assert verdict(good, first + 5) == (0, 1)
+    # a detector that now sends float32: its frames are followed once NEW_SIZE_RUN came in a row
+    for k in range(NEW_SIZE_RUN - 1):
+        assert verdict(as_float, first + 6 + k) == (1, 0)
+    assert verdict(as_float, first + 6 + NEW_SIZE_RUN) == (0, 1)
+    status.wait_for("the detector now sends float32 frames (was uint16)")
+    assert verdict(as_float, first + 7 + NEW_SIZE_RUN) == (0, 1)
+    for uid in (2**31 - 2, -5):                      # far ahead of the scan, negative
+        post(as_float, uid)
+    assert verdict(as_float, first + 8 + NEW_SIZE_RUN) == (0, 1)
+    assert server.running and ca.text("ServerRunning") == "Running"
+    assert ca.text("StartRecon") == "Acquire" and server.ready
+    assert counts["FramesUsed"] < server.counters["FramesUsed"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from ..pva.receive_process import start_image_subscriber
 from ..pva.scatter import ScatterSubscriber, plugin_prefixes
 from ..pva.subscriber import LatestValue, missing_ids
 from ..recon import OrthoReconstructor
+from ..recon.reconstructor import FRAME_DTYPES
 from .frames import (
     FRAME_TYPES,
     PROJECTION,
@@ -39,6 +41,8 @@ from .staging import FrameStager
 if TYPE_CHECKING:
     from .stream_server import StreamServer
 
+log = logging.getLogger(__name__)
+
 #: Frames of one new size in a row that mean the detector geometry changed (binning).
 NEW_SIZE_RUN = 4
 #: A frame this few ids behind the newest is late (frames spread over several channels come
@@ -53,6 +57,8 @@ IDLE_WAIT = 0.1
 PUBLISH_POLL = 0.002
 #: Longest a session's end waits for its publications in flight [s].
 PUBLISH_DRAIN = 5.0
+#: Shortest time between two ReconStatus reports of refused frames [s].
+REFUSAL_PERIOD = 1.0
 #: Tokens that tie a publication's result to its frames (unique in the process).
 _TOKENS = itertools.count()
 #: PVs whose change takes effect on the next published update.
@@ -115,6 +121,18 @@ def _channel(name: str):
         return pv
 
 
+def _describe_format(fmt: tuple) -> str:
+    """``(shape, dtype)`` as "uint16 64x32 frames" (width x height)."""
+    shape, dtype = fmt
+    size = "x".join(str(v) for v in shape[::-1]) if shape else "scalar"
+    return f"{dtype} {size} frames"
+
+
+def _describe(array: np.ndarray) -> str:
+    """A frame's format as "a float32 64x32 frame"."""
+    return "a " + _describe_format((array.shape, array.dtype))[:-1]
+
+
 class _CaWatch:
     """A pyepics PV followed with callbacks; connection state reported to the worker.
 
@@ -172,8 +190,12 @@ class StreamSession:
         #: Last dark/flat/theta objects seen on the channels, and the values in use.
         self.seen: dict = {"theta": None, "dark": None, "flat": None}
         self.used: dict = {"theta": None, "dark": None, "flat": None}
-        self.new_size: tuple[int, int] | None = None
-        self.new_size_run = 0
+        #: (shape, dtype) of the frames the reconstructor takes, and of frames of another
+        #: format coming in a row (a detector that changed binning or data type).
+        self.format: tuple | None = None
+        self.new_format: tuple | None = None
+        self.new_format_run = 0
+        self.last_refusal = -REFUSAL_PERIOD
         self.dirty = False
         self.last_publish = 0.0
         #: Worker seconds the last publication took (the image; with an InlinePublisher, all).
@@ -370,9 +392,7 @@ class StreamSession:
             self.seen[kind] = value
             if self.rec is None:
                 continue
-            if value.shape != self.shape:
-                self.new_size = value.shape  # the detector geometry is changing
-            elif self._set_field(kind, value):
+            if value.shape == self.shape and self._set_field(kind, value):
                 self.rec.reset()
                 self.dirty = True
                 self.srv.status(f"Running: new {kind} field, buffer restarted")
@@ -470,26 +490,46 @@ class StreamSession:
             return None
         return float(theta[index])
 
-    def _check_size(self, frame) -> bool:
-        """Whether ``frame`` fits the reconstructor; follows a change of detector size."""
-        shape = frame.array.shape
-        if self.rec is not None and shape == self.shape:
-            self.new_size_run = 0
+    def _check_format(self, frame) -> bool:
+        """Whether ``frame`` fits the reconstructor, following a detector that changed its
+        frame size (binning) or data type: ``NEW_SIZE_RUN`` frames of the new format in a row,
+        or a new size the dark or flat field already has. A frame of another format alone is
+        refused (counted in FramesBad, said in ReconStatus)."""
+        array = frame.array
+        fmt = (array.shape, array.dtype)
+        if self.rec is not None and fmt == self.format:
+            self.new_format_run = 0
             return True
         if self.rec is None:
-            self._build(*shape, "started")
+            self._build(*array.shape, "started")
+            self.format = fmt
             return True
-        if shape == self.new_size:
-            self.new_size_run += 1
+        if fmt == self.new_format:
+            self.new_format_run += 1
         else:
-            self.new_size, self.new_size_run = shape, 1
-        if self.new_size_run >= NEW_SIZE_RUN or shape in (getattr(self.dark.value, "shape", None),
-                                                          getattr(self.flat.value, "shape", None)):
-            self._build(*shape, "frame size changed")
-            self.new_size_run = 0
+            self.new_format, self.new_format_run = fmt, 1
+        fields = (getattr(self.dark.value, "shape", None), getattr(self.flat.value, "shape", None))
+        resized = array.shape != self.shape
+        if self.new_format_run >= NEW_SIZE_RUN or (resized and array.shape in fields):
+            if resized:
+                self._build(*array.shape, "frame size changed")
+            else:
+                self.srv.status(f"Running: the detector now sends {array.dtype} frames "
+                                f"(was {self.format[1]})")
+            self.format, self.new_format_run = fmt, 0
             return True
-        self.counters.bad += 1
+        self._refuse(frame, f"{_describe(array)} in a stream of {_describe_format(self.format)}")
         return False
+
+    def _refuse(self, frame, why: str, count: int = 1) -> None:
+        """Count ``count`` frames as bad and say why in ReconStatus (at most every
+        ``REFUSAL_PERIOD`` seconds, so a stream of bad frames does not flood it)."""
+        self.counters.bad += count
+        now = time.monotonic()
+        if now - self.last_refusal >= REFUSAL_PERIOD:
+            self.last_refusal = now
+            self.srv.status(f"Running: frame uniqueId {frame.unique_id} refused: {why} "
+                            f"({self.counters.bad} refused in this run)")
 
     def _note_scan_start(self, uid: int) -> None:
         """Count the ids the detector skipped between the last scan and this one (no loss).
@@ -514,18 +554,20 @@ class StreamSession:
         kept, angles, times = [], [], []
         for frame in frames:
             self._note_scan_start(frame.unique_id)
-            if frame.array.dtype not in (np.uint8, np.uint16, np.float32):
-                self.counters.bad += 1
+            if frame.array.dtype not in FRAME_DTYPES:
+                self._refuse(frame, f"{_describe(frame.array)}: the reconstruction takes "
+                                    f"{', '.join(map(str, FRAME_DTYPES))} frames")
                 continue
             if self.theta.value is None or self.first_projid is None:  # not yet usable
                 self.counters.not_projection += 1
                 continue
-            if not self._check_size(frame):
+            if not self._check_format(frame):
                 continue
             angle = self._angle(frame)
             if angle is None:
                 continue
-            if kept and frame.array.shape != kept[-1].shape:  # geometry changed in this batch
+            if kept and (frame.array.shape, frame.array.dtype) != (kept[-1].shape, kept[-1].dtype):
+                # the format changed in this batch
                 self._push(kept, angles, times)
                 kept, angles, times = [], [], []
             kept.append(frame.array)
@@ -541,9 +583,11 @@ class StreamSession:
             return
         try:
             self.rec.push(self._stage(arrays), np.asarray(angles, dtype=np.float64))
-        except (BadFrame, ValueError) as exc:
+        except Exception as exc:  # a batch the engine cannot take never ends the stream
+            if not isinstance(exc, BadFrame | ValueError):
+                log.exception("%d frames refused by the reconstruction", len(arrays))
             self.counters.bad += len(arrays)
-            self.srv.status(f"Running: {len(arrays)} frames refused: {exc}")
+            self.srv.status(f"Running: {len(arrays)} frames refused: {type(exc).__name__}: {exc}")
             return
         self.counters.used += len(arrays)
         self.pending_times.extend(times)
