@@ -240,6 +240,29 @@ def test_subscriber_started_before_the_server(unique_prefix, wait):
     assert frame.unique_id == 3 and sub.counters["reconnects"] == 0
 
 
+def test_a_search_left_unanswered_is_renewed(channels, unique_prefix, monkeypatch, wait):
+    """The first search is never answered (as seen for 20-50 s on loopback at times): the
+    subscriber searches anew, connects and receives."""
+    from tomostream.pva import subscriber
+
+    name = unique_prefix + "Image"
+    channels.add(name, _frame(4))
+    made: list[str] = []
+    real = pvaccess.Channel
+
+    def channel(wanted):  # the first search looks for a name nobody serves
+        made.append(wanted)
+        return real(wanted if len(made) > 1 else unique_prefix + "Nobody")
+
+    monkeypatch.setattr(subscriber.pva, "Channel", channel)
+    monkeypatch.setattr(subscriber, "_RENEW_S", 0.5)
+    with ImageSubscriber(name) as sub:
+        frame = sub.get(20.0)
+        assert frame is not None and frame.unique_id == 4
+        assert sub.connected and sub.renewals == 1
+    assert made == [name, name]
+
+
 def test_bad_parameters():
     with pytest.raises(BadParameter, match="queue_size=0"):
         ImageSubscriber("x", queue_size=0)

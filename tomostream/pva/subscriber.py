@@ -59,6 +59,11 @@ _POLL_S = 0.05
 _RESUBSCRIBE_S = 1.0
 #: Bad-frame messages are reported through on_status at most this often [s].
 _BAD_REPORT_S = 1.0
+#: A channel unconnected this long [s] is searched for anew (a new pvapy channel): a first
+#: search on loopback has stayed unanswered for 20-50 s at times while the server was there.
+#: The wait doubles after each renewal, up to :data:`_RENEW_MAX_S`.
+_RENEW_S = 5.0
+_RENEW_MAX_S = 60.0
 
 
 def missing_ids(previous: int, current: int) -> int | None:
@@ -175,11 +180,34 @@ class _Monitor(ChannelState):
         self._request = f"record[queueSize={monitor_queue}]field()"
         self._waiting_since: float | None = None
         self._last_bad_report = -_BAD_REPORT_S
+        #: When the channel was last searched for, and the wait before the next search [s].
+        self._searched_at = 0.0
+        self._renew_after = _RENEW_S
+        #: Searches renewed for a channel that stayed unconnected.
+        self.renewals = 0
+        self._generation = 0
 
     # -- runs in a pvapy thread: record and return, never block ------------------------------
     def _on_connection(self, is_connected: bool) -> None:
         self._set_connected(is_connected)
         self._events.append(bool(is_connected))
+
+    def _open_channel(self) -> None:
+        """A new pvapy channel monitored into the queue (its callbacks count while it is the
+        newest). The callback must not hold the channel: pvapy keeps the callback, and a
+        channel kept alive by its own callback outlives ``stop`` and calls into Python while
+        the interpreter exits (glibc then aborts the process)."""
+        self._generation += 1
+        generation = self._generation
+
+        def on_connection(is_connected: bool) -> None:
+            if generation == self._generation:
+                self._on_connection(is_connected)
+
+        self._channel = pva.Channel(self.channel)
+        self._channel.setConnectionCallback(on_connection)
+        self._channel.qMonitor(self._pvq, self._request)
+        self._searched_at = time.monotonic()
 
     # -- runs in the consumer thread ---------------------------------------------------------
     def _run(self) -> None:
@@ -213,6 +241,7 @@ class _Monitor(ChannelState):
         while self._events:
             is_connected = self._events.popleft()
             self._waiting_since = time.monotonic() if is_connected else None
+            self._searched_at, self._renew_after = time.monotonic(), _RENEW_S
             if is_connected == self._was_connected:
                 continue  # e.g. the connection callback repeated by a monitor restart
             self._was_connected = is_connected
@@ -244,7 +273,10 @@ class _Monitor(ChannelState):
             return None
 
     def _check_monitor(self) -> None:
-        if (self._waiting_since is None or not self.connected
+        if not self.connected:
+            self._check_search()
+            return
+        if (self._waiting_since is None
                 or time.monotonic() - self._waiting_since < _RESUBSCRIBE_S):
             return
         self._waiting_since = time.monotonic()
@@ -253,6 +285,25 @@ class _Monitor(ChannelState):
                     _RESUBSCRIBE_S)
         self._channel.stopMonitor()
         self._channel.qMonitor(self._pvq, self._request)
+
+    def _check_search(self) -> None:
+        """Search anew for a channel unconnected for ``_renew_after`` seconds."""
+        if time.monotonic() - self._searched_at < self._renew_after:
+            return
+        if self._channel.isConnected():  # connected, but no callback said so: take its word
+            self._on_connection(True)
+            self._handle_events()
+            return
+        self.renewals += 1
+        log.warning("%s unconnected for %.0f s: searching for it anew", self.channel,
+                    self._renew_after)
+        self._renew_after = min(2 * self._renew_after, _RENEW_MAX_S)
+        old = self._channel
+        self._open_channel()
+        try:
+            old.stopMonitor()
+        except pva.PvaException as exc:
+            log.debug("stopMonitor(%s): %s", self.channel, exc)
 
     def _bad(self, exc: BadFrame) -> None:
         self.counters["bad"] += 1
@@ -271,9 +322,8 @@ class _Monitor(ChannelState):
             return self
         self._stop.clear()
         self._pvq = pva.PvObjectQueue(self.monitor_queue)
-        self._channel = pva.Channel(self.channel)
-        self._channel.setConnectionCallback(self._on_connection)
-        self._channel.qMonitor(self._pvq, self._request)
+        self._renew_after = _RENEW_S
+        self._open_channel()
         self._thread = threading.Thread(target=self._run, name=f"pva-monitor {self.channel}",
                                         daemon=True)
         self._thread.start()
