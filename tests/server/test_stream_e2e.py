@@ -222,6 +222,45 @@ def test_dark_retake_binning_and_new_theta_restart_cleanly(beamline, quiet_serve
     wait_until(lambda: ca.get("BufferSize") == "30/30", 10.0, "a 30-slot buffer filled")
 
 
+def test_a_new_dark_field_renormalises_the_buffer_and_the_slices_stay_up(beamline, quiet_server, ca,
+                                                                          sim_ca, recon):
+    """As TomoScan broadcasts a retaken dark field: the buffer keeps its frames (its fill never
+    drops), and the next image equals a reconstruction from scratch with the new field."""
+    import epics
+
+    from tomostream.pva.fields import field_pv
+    from tomostream.recon import OrthoReconstructor
+
+    start_recon(ca, quiet_server)
+    scan(sim_ca, ca)
+    wait_until(lambda: ca.get("BufferSize") == "60/60", 10.0, "a full buffer")
+    uid, before = recon.settled(ca)
+    fills: list[str] = []
+    monitor = epics.PV(quiet_server.prefix + "BufferSize", auto_monitor=True,
+                       callback=lambda char_value=None, **kw: fills.append(str(char_value)))
+    try:
+        assert monitor.wait_for_connection(5.0)
+        dark = beamline.dark + np.linspace(0.0, 40.0, N, dtype=np.float32)  # a drifted dark
+        beamline.channels.update(beamline.dark_channel, field_pv(dark))
+        uid, after = recon.next(uid)
+        wait_until(lambda: "normalised with it" in ca.text("ReconStatus"), 10.0,
+                   lambda: f"the new dark field taken: {ca.text('ReconStatus')!r}")
+    finally:
+        monitor.clear_callbacks()
+    assert fills and all(fill == "60/60" for fill in fills), fills
+    assert not np.allclose(after, before)
+    # from scratch: the frames the buffer holds (the scan's second half), the new dark field
+    rec = OrthoReconstructor(N, NZ, 60, backend="numpy")
+    rec.set_dark(dark)
+    rec.set_flat(beamline.flat)
+    rec.set_params(center=float(ca.get("Center")), filter=ca.text("FilterType").lower(),
+                   ortho=(ca.get("OrthoX"), ca.get("OrthoY"), ca.get("OrthoZ")))
+    theta = beamline.theta
+    frames = [beamline.source.projection(theta[k], k) for k in range(SCAN // 2, SCAN)]
+    rec.push(np.stack(frames), theta[SCAN // 2:])
+    np.testing.assert_allclose(after, rec.image(), rtol=1e-4, atol=1e-4 * np.abs(after).max())
+
+
 def test_unique_id_wrap(sim_prefix, unique_prefix, sim_ca_port, quiet_server, ca, sim_ca, recon):
     with make_sim(sim_prefix, unique_prefix, sim_ca_port, first_projid=65536 - 50,
                   wrap_unique_id=True) as sim:

@@ -393,9 +393,11 @@ class StreamSession:
             if self.rec is None:
                 continue
             if value.shape == self.shape and self._set_field(kind, value):
-                self.rec.reset()
+                # the buffer keeps its raw frames: they are normalised again with the new field
+                # at the next image, so the slices stay up through a retake
                 self.dirty = True
-                self.srv.status(f"Running: new {kind} field, buffer restarted")
+                self.srv.status(f"Running: new {kind} field: the {self.rec.filled} buffered frames "
+                                f"normalised with it")
 
     def _set_field(self, kind: str, value: np.ndarray) -> bool:
         """Give the reconstructor a dark or flat field; whether it differed from the last one."""
