@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tomostream import demo
-from tomostream.io import open_catalog
+from tomostream.io import open_catalog, read_capture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,7 +25,11 @@ def test_demo_runs_captures_and_saves_the_slices(tmp_path, unique_prefix, capsys
     assert ".h5" in capture_line
     catalog = open_catalog(data_dir=out / "catalog")  # the run is still there after the demo closed it
     assert catalog[uid].metadata["stop"]["exit_status"] == "success"
-    assert catalog[uid]["capture"]["capture_projections"].read().shape == (1, 15, 32, 64)
+    run = catalog[uid]
+    rows = int(np.sum(run["captures"].read()["captures_rows"].values))   # every frame of the captures
+    assert run["capture"]["capture_projections"].read().shape == (rows, 32, 64)
+    files = run["captures"].read()["captures_file"].values
+    assert rows == sum(len(read_capture(str(f)).projections) for f in files)
     from tomostream.io.catalog import close_catalog
 
     close_catalog(out / "catalog")

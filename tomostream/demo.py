@@ -109,8 +109,8 @@ def _progress(name: str, doc: dict) -> None:
         print(f"  frames used {data['tomostream_frames_used']:5d}  buffer {data['tomostream_buffer_size']:>9}"
               f"  recon {recon_ms:6.1f} ms  dropped {data['tomostream_frames_dropped']}"
               f"  lost {data['tomostream_frames_lost']}", flush=True)
-    elif name == "event" and "capture_file" in doc["data"]:
-        print(f"  capture -> {doc['data']['capture_file']}", flush=True)
+    elif name == "event" and "captures_file" in doc["data"]:
+        print(f"  capture -> {doc['data']['captures_file']}", flush=True)
     elif name == "stop":
         print(f"run finished: {doc['exit_status']} {doc.get('reason', '')}".rstrip())
 
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             trigger = ChangeDetector(threshold=args.threshold, holdoff=3.0)
             md = {"purpose": "tomostream demo", "sample": "disc with a growing inclusion"}
             (uid,) = RE(stream_scan(tomoscan, tomostream, capture_when=trigger, num_capture=args.num_capture,
-                                    pre_count=args.pre_count, max_captures=2, poll_period=0.5, md=md))
+                                    pre_count=args.pre_count, max_captures=2, poll_period=0.5,
+                                    snapshot_dir=cat.snapshot_dir(data_dir), md=md))
             view = LiveView(ortho=(args.width // 2, args.width // 2, args.height // 2))
             view.show(tomostream.recon.get())
             png = view.save(out / "final_slices.png")
@@ -181,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             tomoscan.destroy()
     run = catalog[uid]
     files = []
-    if "capture" in run:
-        files = [str(f) for f in run["capture"].read()["capture_file"].values]
+    if "captures" in run:
+        files = [str(f) for f in run["captures"].read()["captures_file"].values]
     print(f"\nrun uid:        {uid}  ({run.metadata['stop']['exit_status']})")
     print(f"captures:       {', '.join(files) if files else 'none (the trigger did not fire)'}")
     print(f"PVA channel:    {bl.recon_channel} (while a beamline runs)")

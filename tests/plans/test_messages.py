@@ -50,11 +50,12 @@ def test_capture_table():
         ("set", "tomoscan_stream_num_capture", (20,)), ("wait", None, ()),
         ("set", "tomoscan_stream_pre_count", (5,)), ("wait", None, ()),
         ("read", "tomostream_recon", ()),  # slices at trigger time, before the capture
+        ("read", "tomoscan_stream_num_total_captured", ()),
         ("set", "tomoscan_stream_capture", (1,)), ("wait", None, ()),
-        ("read", "tomoscan_stream_file_name", ()),
-        ("read", "tomoscan_stream_pre_counted", ()),
-        ("create", None, ()), ("read", "capture", ()), ("save", None, ()),
-    ]
+        ("read", "tomoscan_stream_file_name", ()),  # a base name ...
+        ("read", "tomoscan_stream_num_total_captured", ()),
+        ("read", "tomoscan_file_path", ()),  # ... in FilePath
+    ]  # without a RunEngine no file is named: nothing to record
 
 
 def test_stream_scan_table():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from event_model import DocumentNames, schema_validators
 
 from tomostream.devices import split_slices
 from tomostream.io import catalog as cat
-from tomostream.io import read_dxfile
+from tomostream.io import read_capture
+from tomostream.io.capture import missing_parts
 from tomostream.plans import ChangeDetector, stream_scan
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,12 +62,13 @@ class RecordingDetector(ChangeDetector):
         return fired
 
 
-def test_stream_scan_with_triggered_capture(RE, devices, catalog):
+def test_stream_scan_with_triggered_capture(RE, devices, catalog, catalog_dir):
     tomoscan, tomostream = devices
     trigger = RecordingDetector(threshold=1e-4, holdoff=60.0)
     (uid,) = RE(stream_scan(tomoscan, tomostream, center=32.0, filter="ramp", ortho=(32, 32, 16),
                             capture_when=trigger, num_capture=20, pre_count=8, max_captures=1,
-                            poll_period=0.25, md={"sample": "growing inclusion"}))
+                            poll_period=0.25, snapshot_dir=cat.snapshot_dir(catalog_dir),
+                            md={"sample": "growing inclusion"}))
     assert_stopped(tomoscan, tomostream)
     events = [e for e in RE.docs.named("event") if "tomostream_buffer_size" in e["data"]]
     last = events[-1]["data"] if events else {}
@@ -74,10 +77,8 @@ def test_stream_scan_with_triggered_capture(RE, devices, catalog):
     assert trigger.fired == 1, f"changes {trigger.changes} over {len(events)} readings; last {status}"
     (stop,) = RE.docs.named("stop")
     assert stop["exit_status"] == "success"
-    assert stop["num_events"]["capture"] == 1
     assert stop["num_events"]["primary"] >= 2
-    (resource_proj, resource_snap) = RE.docs.named("stream_resource")
-    assert resource_proj["parameters"]["dataset"] == "/exchange/data"
+    assert stop["num_events"]["captures"] == 1
 
     run = catalog[uid]
     assert run.metadata["start"]["sample"] == "growing inclusion"
@@ -86,18 +87,62 @@ def test_stream_scan_with_triggered_capture(RE, devices, catalog):
     assert (np.asarray(primary["tomostream_frames_used"]) >= 0).all()
     assert "tomostream_center" in run["primary"].metadata["configuration"]["tomostream"]["data"]
 
-    capture = run["capture"]
-    events = capture.read()
-    file_name = str(events["capture_file"].values[0])
-    content = read_dxfile(file_name)
-    projections = capture["capture_projections"].read()
-    assert projections.shape == (1, 28, 32, 64)  # (captures, frames, rows, columns)
-    np.testing.assert_array_equal(projections[0], content["data"])
-    assert int(events["capture_pre_counted"].values[0]) == 8
-    snapshot = capture["capture_slices"].read()
+    captures = run["captures"].read()
+    main = Path(str(captures["captures_file"].values[0]))
+    assert main.parent == cat.capture_dir(catalog_dir)      # StreamFileName resolved against FilePath
+    capture = read_capture(main)
+    assert capture.pre_count == int(captures["captures_pre_counted"].values[0]) == 8
+    assert 1 <= len(capture.projections) - 8 <= 20            # fewer if the scan ended first
+    assert_frames_recorded(run, [capture])
+    snapshot = run["captures"]["captures_slices"].read()
     assert snapshot.shape == (1, 64, 192)  # rows = max(width, height), columns = 3 * width
     z, y, x = split_slices(snapshot[0])
     assert np.isfinite(z).all() and np.abs(z).max() > 0  # a reconstruction, not a blank frame
+    (snap,) = [d for d in RE.docs.named("stream_resource") if d["data_key"] == "captures_slices"]
+    assert snap["uri"].startswith(f"file://localhost{cat.snapshot_dir(catalog_dir)}/")
+
+
+def assert_frames_recorded(run, captures):
+    """The run's ``capture`` stream holds exactly the captures' frames, angles and uniqueIds."""
+    frames = run["capture"]
+    np.testing.assert_array_equal(frames["capture_projections"].read(),
+                                  np.concatenate([c.projections for c in captures]))
+    np.testing.assert_allclose(frames["capture_theta"].read(), np.concatenate([c.theta for c in captures]))
+    np.testing.assert_array_equal(frames["capture_unique_id"].read(),
+                                  np.concatenate([c.unique_ids for c in captures]))
+
+
+def test_two_captures_of_different_sizes_wait_for_late_fields(RE, devices, catalog, catalog_dir, beamline):
+    tomoscan, tomostream = devices
+    complete_when_recorded = []
+
+    def check_files(name, doc):
+        if name == "event" and "captures_file" in doc["data"]:
+            complete_when_recorded.append(missing_parts(doc["data"]["captures_file"]))
+
+    token = RE.subscribe(check_files)
+    beamline.sim.field_copy_delay = 1.0        # the fields arrive after StreamCapture reads Done
+    try:
+        (uid,) = RE(stream_scan(tomoscan, tomostream, capture_when=lambda image: True, num_capture=10,
+                                pre_count=300, max_captures=2, poll_period=0.25,
+                                snapshot_dir=cat.snapshot_dir(catalog_dir)))
+    finally:
+        beamline.sim.field_copy_delay = 0.0
+        RE.unsubscribe(token)
+    assert complete_when_recorded == [[], []]
+    run = catalog[uid]
+    captures = run["captures"].read()
+    files = [Path(str(f)) for f in captures["captures_file"].values]
+    assert len(files) == 2 and files[0] != files[1]
+    read = [read_capture(f) for f in files]
+    for capture, first_row, rows, pre in zip(read, captures["captures_first_row"].values,
+                                             captures["captures_rows"].values,
+                                             captures["captures_pre_counted"].values, strict=True):
+        assert rows == len(capture.projections) and pre == capture.pre_count <= 300
+        assert first_row == (0 if capture is read[0] else len(read[0].projections))
+    assert_frames_recorded(run, read)
+    np.testing.assert_array_equal(read_capture(run).unique_ids, read[1].unique_ids)
+    np.testing.assert_array_equal(read_capture(run, 0).projections, read[0].projections)
 
 
 @pytest.mark.parametrize("action, exit_status", [("abort", "abort"), ("stop", "success"),

@@ -25,6 +25,8 @@ ENUMS = {
     "StreamBinning": ("1x", "2x", "4x"),
     "StreamScanType": ("backforth", "continuous"),
     "StreamCapture": ("Done", "Capture"),
+    "StreamRetakeDark": ("Done", "Capture"),
+    "StreamRetakeFlat": ("Done", "Capture"),
     "StartScan": ("Done", "Acquire"),
     "ServerRunning": ("Stopped", "Running"),
     "StreamSync": ("Done", "Sync"),

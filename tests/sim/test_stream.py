@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 
@@ -88,7 +89,7 @@ def test_repeated_angles_resend_the_same_pixels_with_new_ids_and_times(make_sim,
     np.testing.assert_allclose(frames[87][1], d + (f - d) * np.exp(-p), atol=1.01)
 
 
-def test_retake_dark_and_flat_while_rotating(make_sim, ca_for, pva, wait):
+def test_retake_dark_and_flat_while_rotating(make_sim, ca_for, pva, wait, tmp_path):
     sim = make_sim(num_angles=100000, num_dark=5, num_flat=6, photons=1000.0)
     ca = ca_for(sim.prefix)
     images, dark = pva(sim.image_channel), pva(sim.dark_channel, "f")
@@ -103,11 +104,11 @@ def test_retake_dark_and_flat_while_rotating(make_sim, ca_for, pva, wait):
     ca.put("StartScan", "Acquire", wait=False)
     wait(lambda: len(images.snapshot()) > 20, what="projections")
     n_dark = len(dark.values)
-    ca.put("StreamRetakeDark", "Retake", timeout=10)         # completes when the dark is published
+    ca.put("StreamRetakeDark", "Capture", timeout=10)         # completes when the dark is published
     assert ca.get("StreamRetakeDark") == "Done" and ca.get("FrameType") == "Projection"
     wait(lambda: len(dark.values) > n_dark, what="new dark field")
     wait(lambda: "DarkField" in frame_types and frame_types[-1] == "Projection", what="dark frames")
-    ca.put("StreamRetakeFlat", "Retake", timeout=10)
+    ca.put("StreamRetakeFlat", "Capture", timeout=10)
     assert ca.get("FrameType") == "Projection"
     wait(lambda: "FlatField" in frame_types and frame_types[-1] == "Projection", what="flat frames")
     ca.put("AbortScan", "Yes")
@@ -118,7 +119,10 @@ def test_retake_dark_and_flat_while_rotating(make_sim, ca_for, pva, wait):
     means = np.array([x[1].mean() for x in frames])
     dark_frames = np.count_nonzero(means < 2 * dark.latest.mean())
     assert dark_frames == 5                                   # streamed, for consumers to ignore
-    assert "aborted" in ca.get("StreamMessage")
+    assert ca.get("ScanStatus") == "Aborted" and ca.get("StreamMessage") == "Done"
+    with h5py.File(tmp_path / "data" / "dark_fields.h5", "r") as f:   # the retake's file
+        assert f["/exchange/data_dark"].shape == (5, 64, 64)
+        np.testing.assert_allclose(f["/exchange/data_dark"][()].mean(axis=0), dark.latest, rtol=1e-5)
     sub.clear()
 
 

@@ -49,20 +49,29 @@ def default_data_dir() -> Path:
     return (Path.home() / ".local" / "share" / "tomostream").resolve()
 
 
-def capture_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Folder for capture files beside an embedded catalog (``<data_dir>/captures``), created."""
-    path = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
-    folder = path / "captures"
+def _subfolder(data_dir: str | os.PathLike | None, name: str) -> Path:
+    """``<data_dir>/<name>`` (``data_dir`` default :func:`default_data_dir`), created."""
+    folder = (Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()) / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def capture_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Folder for capture files beside an embedded catalog (``<data_dir>/captures``), created."""
+    return _subfolder(data_dir, "captures")
+
+
+def snapshot_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Folder for the slices snapshots of captures (``<data_dir>/snapshots``), created.
+
+    The embedded server may read it; a facility server lists it as readable storage.
+    """
+    return _subfolder(data_dir, "snapshots")
 
 
 def spool_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Folder where runs the catalog could not take are kept (``<data_dir>/spool``), created."""
-    path = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir()
-    folder = path / "spool"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return _subfolder(data_dir, "spool")
 
 
 def embedded_server(data_dir: str | os.PathLike | None = None,
@@ -89,7 +98,7 @@ def embedded_server(data_dir: str | os.PathLike | None = None,
         server = _servers.get(root)
         if server is not None:
             return server
-        readable = [str(capture_dir(root))] + [str(Path(p).expanduser().resolve())
+        readable = [str(capture_dir(root)), str(snapshot_dir(root))] + [str(Path(p).expanduser().resolve())
                                                 for p in readable_storage]
         server = SimpleTiledServer(directory=root, readable_storage=readable)
         _servers[root] = server

@@ -23,7 +23,8 @@ import datetime as _dt
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -201,16 +202,8 @@ def write_dxfile(path: str | os.PathLike, data, dark, flat, theta, *, unique_ids
            else np.asarray(unique_ids, dtype=np.int64).reshape(-1))
     if ids.size != n_angles:
         raise BadParameter(f"unique_ids has {ids.size} entries for {n_angles} projections")
-    if path.exists() or path.is_symlink():
-        raise CaptureError(f"{path} exists; a capture never overwrites a file")
-    if not path.parent.is_dir():
-        raise CaptureError(f"folder {str(path.parent)!r} of the capture does not exist")
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    # HDF5 is built in memory and written with plain os.write: a write that fails half way
-    # (disk full, quota) is then a clean OSError; HDF5's own file driver can crash the
-    # process when the disk fills under it.
-    with h5py.File(f"{path.name}-image", "w", driver="core", backing_store=False) as f:
+    def fill(f: h5py.File) -> None:
         f.attrs["implements"] = "exchange:measurement:process"
         exchange = f.create_group("exchange")
         exchange.create_dataset("data", data=data, chunks=(1, nz, n) if n_angles else None)
@@ -227,8 +220,81 @@ def write_dxfile(path: str | os.PathLike, data, dark, flat, theta, *, unique_ids
         acq.create_dataset("created", data=_dt.datetime.now(_dt.UTC).isoformat(),
                            dtype=h5py.string_dtype())
         _write_metadata(f["process"], process or {})
+
+    return write_hdf5(path, fill)
+
+
+def write_hdf5(path: str | os.PathLike, fill: Callable[[h5py.File], None], *,
+               replace: bool = False, base: str | os.PathLike | None = None) -> Path:
+    """Write an HDF5 file atomically: ``fill(f)`` builds it in memory, then it appears whole.
+
+    The file is built in memory, written under a hidden temporary name in its final folder,
+    flushed to disk and only then given its final name, so a reader never sees a half-written
+    file.
+
+    Parameters
+    ----------
+    path : path
+        Final file name; its folder must exist.
+    fill : callable
+        ``fill(f)`` creates the datasets of the open in-memory ``h5py.File`` ``f``.
+    replace : bool
+        Replace an existing ``path`` (atomically: a reader sees the old file or the new one);
+        False: fail if ``path`` exists (a hard link, which refuses an existing name).
+    base : path, optional
+        Start from a copy of this file's content (``fill`` then adds to it) instead of an
+        empty file.
+
+    Returns
+    -------
+    Path
+        The final path.
+
+    Raises
+    ------
+    CaptureError
+        ``path`` exists (and ``replace`` is False), the folder is missing or not writable, or
+        writing failed (disk full, ...); no partial file is left behind.
+    """
+    path = Path(path)
+    if not replace and (path.exists() or path.is_symlink()):
+        raise CaptureError(f"{path} exists; a capture never overwrites a file")
+    if not path.parent.is_dir():
+        raise CaptureError(f"folder {str(path.parent)!r} of {path.name} does not exist")
+    # HDF5 is built in memory and written with plain os.write: a write that fails half way
+    # (disk full, quota) is then a clean OSError; HDF5's own file driver can crash the
+    # process when the disk fills under it.
+    try:
+        if base is None:
+            f = h5py.File(f"{path.name}-image", "w", driver="core", backing_store=False)
+        else:
+            f = h5py.File(base, "r+", driver="core", backing_store=False)
+    except OSError as exc:
+        raise CaptureError(f"cannot read {base}: {exc}") from exc
+    with f:
+        fill(f)
         f.flush()
         image = memoryview(f.id.get_file_image())
+    _write_bytes(path, image, replace)
+    return path
+
+
+def copy_file(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``path`` atomically, never replacing an existing ``path``."""
+    path = Path(path)
+    try:
+        image = Path(source).read_bytes()
+    except OSError as exc:
+        raise CaptureError(f"cannot read {source}: {exc.strerror or exc}") from exc
+    if path.exists() or path.is_symlink():
+        raise CaptureError(f"{path} exists; a capture never overwrites a file")
+    _write_bytes(path, memoryview(image), replace=False)
+    return path
+
+
+def _write_bytes(path: Path, image: memoryview, replace: bool) -> None:
+    """Write ``image`` to a temporary file beside ``path``, fsync it, give it its final name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -238,18 +304,20 @@ def write_dxfile(path: str | os.PathLike, data, dark, flat, theta, *, unique_ids
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.link(tmp, path)            # fails if `path` appeared meanwhile: no overwrite
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)        # fails if `path` appeared meanwhile: no overwrite
     except FileExistsError as exc:
         raise CaptureError(f"{path} exists; a capture never overwrites a file") from exc
     except OSError as exc:
-        raise CaptureError(f"writing capture {path} failed: {exc.strerror or exc}") from exc
+        raise CaptureError(f"writing {path} failed: {exc.strerror or exc}") from exc
     finally:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
     _fsync_dir(path.parent)
-    return path
 
 
 def _fsync_dir(directory: Path) -> None:

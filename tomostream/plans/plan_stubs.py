@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Generator, Sequence
+from pathlib import Path
 
+import h5py
 from bluesky import plan_stubs as bps
 from bluesky.utils import Msg, short_uid
 
 from ..devices.capture import CaptureRecorder
 from ..devices.recon_settings import recon_settings
 from ..errors import BadParameter
+from ..io.capture import COMPLETE_TIMEOUT, circular_buffer_path, incomplete_error, missing_parts
+from ..io.dxfile import check_file_name
 
-#: Name of the event stream holding one event per capture.
+log = logging.getLogger(__name__)
+
+#: Name of the stream holding every captured frame (one row each).
 CAPTURE_STREAM = "capture"
+#: Name of the event stream holding one event per capture.
+CAPTURES_STREAM = "captures"
 
 
 def set_recon(tomostream, *, center: float | None = None, filter: str | None = None,
@@ -65,15 +75,58 @@ def configure_capture(tomoscan, num_capture: int | None = None,
         yield from bps.abs_set(tomoscan.stream_pre_count, int(pre_count), wait=True)
 
 
+def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_TIMEOUT,
+                       poll: float = 0.1) -> Generator[Msg, object, list[Path]]:
+    """Wait (without blocking the RunEngine) until a capture's files are complete.
+
+    Parameters
+    ----------
+    main : Path
+        The main file, ``FilePath / StreamFileName``.
+    saved : int or None
+        Frames the capture saved (the change of StreamNumTotalCaptured): more than the main file
+        holds means a ``circular_buffer_`` file too; None: whatever exists.
+    timeout : float [s]
+
+    Returns
+    -------
+    list of Path
+        The projection files in time order (circular buffer first).
+
+    Raises
+    ------
+    CaptureError
+        Naming each file and what it still lacks after ``timeout``.
+    """
+    pre = circular_buffer_path(main)
+    deadline = time.monotonic() + timeout
+    while True:
+        files = [main]
+        if not missing_parts(main):
+            with h5py.File(main, "r") as f:
+                main_frames = f["/exchange/data"].shape[0]
+            if (saved is None and pre.exists()) or (saved is not None and saved > main_frames):
+                files = [pre, main]
+        missing = {p: m for p in files if (m := missing_parts(p))}
+        if not missing:
+            return files
+        if time.monotonic() > deadline:
+            raise incomplete_error(missing, timeout)
+        yield from bps.sleep(poll)
+
+
 def capture(tomoscan, tomostream=None, recorder: CaptureRecorder | None = None, *,
             num_capture: int | None = None, pre_count: int | None = None,
-            stream: str = CAPTURE_STREAM) -> Generator[Msg, object, str]:
-    """Capture the stream to a DXfile and record it as one event of ``stream``.
+            timeout: float = COMPLETE_TIMEOUT) -> Generator[Msg, object, Path | None]:
+    """Capture the stream as TomoScan does and record it in the run.
 
     The slices published at the moment of the trigger are read first, then StreamCapture is
-    written with put-completion (the file is closed when it completes), then an event holds
-    the file name, the number of pre-trigger frames, and references to the projections and
-    the slices snapshot.
+    written with put-completion. The capture's files are then located (StreamFileName is a
+    base name in FilePath) and waited for until complete (TomoScan adds the dark and flat
+    fields from a thread after StreamCapture reads Done). Their frames, pre-trigger first,
+    become rows of the ``capture`` stream (collected; the data stay in the files), and one
+    event of the ``captures`` stream records the capture (file, pre-trigger frames, rows,
+    slices snapshot).
 
     Parameters
     ----------
@@ -84,25 +137,46 @@ def capture(tomoscan, tomostream=None, recorder: CaptureRecorder | None = None, 
         Keeps the data keys of a run's captures; a run with several captures passes one.
     num_capture, pre_count : int, optional
         Change StreamNumCapture / StreamPreCount first [frames].
-    stream : str
-        Event stream name.
+    timeout : float [s]
+        How long to wait for the files to be complete.
 
     Returns
     -------
-    str
-        The capture file name (None when run without a RunEngine).
+    Path or None
+        The main file; None when run without a RunEngine, or when TomoScan skipped the capture
+        (StreamMessage was not Done: another capture or a retake was running).
+
+    Raises
+    ------
+    CaptureError
+        The files are not complete after ``timeout`` or cannot be read.
     """
-    recorder = recorder if recorder is not None else CaptureRecorder()
+    recorder = recorder if recorder is not None else CaptureRecorder(CAPTURES_STREAM)
     yield from configure_capture(tomoscan, num_capture, pre_count)
     slices = None
     if tomostream is not None:
         slices = yield from bps.rd(tomostream.recon, default_value=None)
+    before = yield from bps.rd(tomoscan.stream_num_total_captured, default_value=None)
     yield from bps.abs_set(tomoscan.stream_capture, 1, wait=True)
-    file_name = yield from bps.rd(tomoscan.stream_file_name, default_value=None)
-    pre_counted = yield from bps.rd(tomoscan.stream_pre_counted, default_value=0)
-    if file_name is not None:  # under a RunEngine
-        recorder.record(file_name, slices, pre_counted)
-    yield from bps.create(stream)
+    base = yield from bps.rd(tomoscan.stream_file_name, default_value=None)
+    total = yield from bps.rd(tomoscan.stream_num_total_captured, default_value=None)
+    folder = yield from bps.rd(tomoscan.file_path, default_value=None)
+    if base is None or folder is None:  # not under a RunEngine
+        return None
+    if total == before:
+        log.warning("capture skipped by TomoScan (StreamNumTotalCaptured stayed %s)", total)
+        return None
+    main = Path(str(folder)) / check_file_name(str(base))
+    saved = None if before is None or total is None else int(total) - int(before)
+    files = yield from wait_capture_files(main, saved, timeout)
+    recorder.record(files, slices)
+    frames = recorder.frames
+    if not frames.declared:
+        yield from bps.declare_stream(frames, name=frames.name, collect=True)
+        frames.declared = True
+    while frames.pending:
+        yield from bps.collect(frames, name=frames.name)
+    yield from bps.create(recorder.name)
     yield from bps.read(recorder)
     yield from bps.save()
-    return file_name
+    return main

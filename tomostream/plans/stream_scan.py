@@ -11,7 +11,8 @@ from bluesky.utils import Msg
 
 from ..devices.capture import CaptureRecorder
 from ..errors import BadParameter, ConnectionLost, TomostreamTimeout
-from .plan_stubs import CAPTURE_STREAM, capture, configure_capture, set_recon
+from ..io.catalog import snapshot_dir as default_snapshot_dir
+from .plan_stubs import CAPTURES_STREAM, capture, configure_capture, set_recon
 from .preprocessors import device_gone, stream_stopped_decorator, wait_for_value
 from .triggers import as_trigger
 
@@ -56,14 +57,15 @@ def read_status(tomoscan, tomostream) -> Generator[Msg, object, None]:
 def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: float | None = None,
                 filter: str | None = None, ortho: Sequence[int] | None = None, capture_when=None,
                 num_capture: int = 100, pre_count: int = 0, max_captures: int | None = None,
-                poll_period: float = POLL_PERIOD, md: dict | None = None
+                poll_period: float = POLL_PERIOD, snapshot_dir=None, md: dict | None = None
                 ) -> Generator[Msg, object, str]:
     """Stream-reconstruct one scan, recording status and captures; always leave both stopped.
 
     Configures the reconstruction, starts the stream server (StartRecon) and the scan
     (StartScan), then every ``poll_period`` reads the status of both into the ``primary``
     stream and, once the 180 degree buffer is full, asks ``capture_when`` whether to capture.
-    Each capture is an event of the ``capture`` stream. The scan ends when TomoScan finishes
+    Each capture adds its frames (pre-trigger first) as rows of the ``capture`` stream and
+    one event to the ``captures`` stream. The scan ends when TomoScan finishes
     or after ``duration``; whatever ends it (Ctrl-C, RE.abort(), RE.stop(), an exception),
     the scan and the reconstruction are stopped before the run closes.
 
@@ -90,6 +92,9 @@ def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: 
         Stop triggering after this many captures.
     poll_period : float
         Seconds between status readings [s].
+    snapshot_dir : path, optional
+        Folder of the catalog's storage for the slices at each trigger; default
+        :func:`tomostream.io.catalog.snapshot_dir` (``<data_dir>/snapshots``).
     md : dict, optional
         Metadata merged into the start document.
 
@@ -118,7 +123,8 @@ def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: 
         "hints": {"dimensions": [(["time"], "primary")]},
     }
     _md.update(md or {})
-    recorder = CaptureRecorder(CAPTURE_STREAM)
+    recorder = CaptureRecorder(CAPTURES_STREAM,
+                               default_snapshot_dir() if snapshot_dir is None else snapshot_dir)
 
     @bpp.stage_decorator([tomoscan, tomostream])
     @bpp.run_decorator(md=_md)

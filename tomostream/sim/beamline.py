@@ -30,13 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadParameter, CaptureError, TomostreamError
-from ..io.dxfile import check_directory, check_file_name, next_capture_path, write_dxfile
+from ..io.capture import circular_buffer_path
+from ..io.dxfile import check_directory, check_file_name, next_capture_path
 from ..ioc import IocThread
 from ..pva.fields import field_pv, theta_pv
 from ..pva.ntnda import restamp, to_ntnda
 from ..pva.scatter import plugin_prefixes
 from ..pva.server import PvaChannels
 from .detector import BINNINGS, DetectorOptions, FrameSource
+from .files import FIELD_DATASETS, FIELD_FILES, add_fields, write_fields, write_projections
 from .ioc import TomoScanStreamIOC
 from .scan import SCAN_TYPES, Inclusion, angle_table, unique_id
 
@@ -47,13 +49,16 @@ RING_MB = 256.0
 STATUS_PERIOD = 0.25   # [s] between counter / status updates sent to the IOC
 
 
+#: StreamMessage when no capture or retake is running; anything else makes TomoScan skip one.
+IDLE = "Done"
+
+
 @dataclass
 class _Capture:
     """An armed capture: frames gathered by the acquisition thread."""
 
     num: int
-    directory: str
-    file_name: str
+    path: Path          # main file <FilePath>/<base>
     future: Future
     pre: list = field(default_factory=list)
     frames: list = field(default_factory=list)
@@ -105,7 +110,13 @@ class SimBeamline:
     num_dark, num_flat : int
         Frames averaged into a dark / flat field.
     ring_size : int, optional
-        Projections kept for StreamPreCount; by default what fits in 256 MiB (at most 2000).
+        Capacity of the circular buffer (the most StreamPreCount may ask); by default what fits
+        in 256 MiB (at most 2000).
+    field_copy_delay : float [s]
+        How long the field-copy thread of a capture waits before it copies ``dark_fields.h5`` /
+        ``flat_fields.h5`` and adds ``/exchange/data_dark`` / ``data_white`` to the capture's
+        files. TomoScan's thread may still run after StreamCapture reads Done; a delay
+        reproduces that for readers that must wait for complete files.
     dtype : {"uint16", "uint8", "float32"}
     photons, zingers, center_offset, read_noise, intensity, cache_mb, seed
         Detector options, see :class:`~tomostream.sim.detector.DetectorOptions`.
@@ -129,7 +140,7 @@ class SimBeamline:
                  read_noise: float = 2.0, intensity: float | None = None, cache_mb: float = 512.0,
                  inclusion: str | Inclusion | None = "grow", seed: int = 0,
                  interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
-                 image_plugins: int = 1):
+                 image_plugins: int = 1, field_copy_delay: float = 0.0):
         if scan_type not in SCAN_TYPES:
             raise BadParameter(f"scan_type={scan_type!r} is not one of {SCAN_TYPES}")
         if num_dark < 1 or num_flat < 1:
@@ -176,7 +187,13 @@ class SimBeamline:
         self._scan_thread: threading.Thread | None = None
         self._prepare_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sim-capture")
+        self._copier = ThreadPoolExecutor(1, thread_name_prefix="sim-field-copy")
+        self.field_copy_delay = float(field_copy_delay)
+        self._stopping = threading.Event()
+        #: what StreamMessage shows: IDLE, or the capture / retake running
+        self._activity = IDLE
         self._dark = self._flat = None
+        self._fields: dict[str, np.ndarray] = {}   # frames of the current dark and flat
         self._theta = angle_table(scan_type, 0.0, step, num_angles, sweep)
         self.ioc = TomoScanStreamIOC(prefix, controller=self, ring_size=self.ring_size)
         self._ioc_thread: IocThread | None = None
@@ -193,7 +210,7 @@ class SimBeamline:
     # ------------------------------------------------------------------ life cycle
     def start(self, timeout: float = 10.0) -> SimBeamline:
         """Serve the PVA channels and the IOC; return when both answer."""
-        self._dark, self._flat = self._average("dark"), self._average("flat")
+        self._take_fields()
         blank = np.zeros((self.options.height, self.options.width), self.source.dtype)
         self._last_pv = {**{name: to_ntnda(blank, 0) for name in self.image_channels},
                          self.dark_channel: field_pv(self._dark),
@@ -223,9 +240,11 @@ class SimBeamline:
     def stop(self, timeout: float = 10.0) -> None:
         """Abort any scan, finish pending capture writes, stop serving and free the ports."""
         self._abort.set()
+        self._stopping.set()
         if self._scan_thread is not None:
             self._scan_thread.join(timeout)
         self._writer.shutdown(wait=True)
+        self._copier.shutdown(wait=True)
         if self._ioc_thread is not None:
             self._ioc_thread.stop(timeout)
             self._ioc_thread = None
@@ -349,32 +368,50 @@ class SimBeamline:
         return asyncio.run_coroutine_threadsafe(channel.write(value), self._ioc_thread.loop)
 
     def retake(self, kind: str) -> Future:
+        """Retake dark or flat fields while rotating, as TomoScan does (skipped unless idle)."""
         name = "StreamRetakeDark" if kind == "dark" else "StreamRetakeFlat"
         if not self.scanning:
             raise BadParameter(f"{name}: needs a running scan (StartScan)")
         future: Future = Future()
+        activity = f"Capturing {kind} fields"
         with self._lock:
-            if self._retake is not None:
-                raise BadParameter(f"{name}: a {self._retake.kind} retake is running")
-            self._retake = _Retake(kind, self.num_dark if kind == "dark" else self.num_flat, future)
+            busy = self._activity
+            if busy == IDLE:
+                self._activity = activity
+                self._retake = _Retake(kind, self.num_dark if kind == "dark" else self.num_flat, future)
+        if busy != IDLE:
+            return _skipped(name, busy)
+        self.ioc.post({"StreamMessage": activity})
         return future
 
     def capture(self) -> Future:
-        """Arm a capture of StreamPreCount + StreamNumCapture projections."""
+        """Capture as TomoScan does: the next StreamNumCapture projections to ``<base>``, the
+        circular buffer's frames (at most StreamPreCount, all from before now) to
+        ``circular_buffer_<base>``; skipped unless StreamMessage reads Done.
+
+        The future completes with the main file's path once both files are written; the dark
+        and flat fields are added afterwards by the field-copy thread.
+        """
         directory = str(self.ioc.value("FilePath")).strip()
         file_name = str(self.ioc.value("FileName")).strip()
         check_directory(directory)
         check_file_name(file_name)
         num = int(self.ioc.value("StreamNumCapture"))
         pre_count = int(self.ioc.value("StreamPreCount"))
+        path = next_capture_path(directory, file_name)   # the HDF5 plugin's next file
         future: Future = Future()
         with self._lock:
-            if self._capture is not None:
-                raise BadParameter("StreamCapture: a capture is already running")
-            pre = list(self._ring)[-pre_count:] if pre_count else []
-            self._capture = _Capture(num, directory, file_name, future, pre=pre)
-        self.ioc.post({"StreamNumCaptured": 0, "StreamPreCounted": len(pre),
-                       "StreamMessage": f"capturing {len(pre)} + {num} projections"})
+            busy = self._activity
+            if busy == IDLE:
+                self._activity = "Capturing projections"
+                # the circular buffer stops filling; it restarts empty after the capture
+                pre = list(self._ring)[-pre_count:] if pre_count else []
+                self._ring.clear()
+                self._capture = _Capture(num, path, future, pre=pre)
+        if busy != IDLE:
+            return _skipped("StreamCapture", busy)
+        self.ioc.post({"StreamNumCaptured": 0, "StreamPreCounted": 0,
+                       "StreamMessage": "Capturing projections"})
         return future
 
     def stop_capture(self) -> None:
@@ -392,13 +429,18 @@ class SimBeamline:
             self._publish_theta(self._theta)
 
     # ------------------------------------------------------------------ publishing
-    def _average(self, kind: str) -> np.ndarray:
-        make = self.source.dark_frame if kind == "dark" else self.source.flat_frame
-        count = self.num_dark if kind == "dark" else self.num_flat
-        return np.mean([make(self._binning) for _ in range(count)], axis=0, dtype=np.float32)
+    def _take_fields(self) -> None:
+        """Take dark and flat frames at the current binning; their averages are the fields."""
+        for kind, make, count in (("dark", self.source.dark_frame, self.num_dark),
+                                  ("flat", self.source.flat_frame, self.num_flat)):
+            self._fields[kind] = np.stack([make(self._binning) for _ in range(count)])
+        self._dark = np.mean(self._fields["dark"], axis=0, dtype=np.float32)
+        self._flat = np.mean(self._fields["flat"], axis=0, dtype=np.float32)
 
     def _publish_fields(self) -> None:
-        self._dark, self._flat = self._average("dark"), self._average("flat")
+        """Take new fields, broadcast them and save them to the field files (writer thread)."""
+        self._take_fields()
+        self._submit(self._writer, self._save_fields)
         self._publish(self.dark_channel, field_pv(self._dark))
         self._publish(self.flat_channel, field_pv(self._flat))
 
@@ -426,6 +468,7 @@ class SimBeamline:
             with self._lock:
                 retake, self._retake = self._retake, None
             if retake is not None and not retake.future.done():
+                self._set_activity(IDLE)
                 retake.future.set_exception(BadParameter(f"retake of {retake.kind} stopped: scan ended"))
             self._finish_capture("scan ended")
 
@@ -437,8 +480,8 @@ class SimBeamline:
             self._ring.clear()
         self._publish_fields()                     # binned as self._binning now
         self._publish_theta(theta)
-        self.ioc.post({"FirstProjid": first, "ScanStatus": "Scanning",
-                       "StreamMessage": f"scan started: {theta.size} frames from uniqueId {first}"})
+        self.ioc.post({"FirstProjid": first, "ScanStatus": "Scanning"})
+        log.info("%s: scan started, %d frames from uniqueId %d", self.prefix, theta.size, first)
         k, k_ref, t_ref = 0, 0, time.monotonic()
         fps = self.fps
         next_status = t_ref
@@ -492,7 +535,8 @@ class SimBeamline:
         aborted = k < theta.size
         self._post_status(k, theta, int(unique_id(first, k - 1, self.wrap_unique_id)))
         message = f"scan {'aborted' if aborted else 'done'} after {k} of {theta.size} frames"
-        self.ioc.post({"ScanStatus": "Aborted" if aborted else "Done", "StreamMessage": message})
+        log.info("%s: %s", self.prefix, message)
+        self.ioc.post({"ScanStatus": "Aborted" if aborted else "Done"})
         return message
 
     def _frame_pv(self, frame: np.ndarray, uid: int, key: float | None):
@@ -519,31 +563,60 @@ class SimBeamline:
             theta = np.concatenate([theta[:k], rest])
             threading.Thread(target=self._prepare, args=(rest,), daemon=True).start()
         self._publish_theta(theta)
-        self.ioc.post({"StreamMessage": f"theta rebroadcast ({theta.size} angles)"})
+        log.info("%s: theta rebroadcast (%d angles)", self.prefix, theta.size)
         return theta
 
     def _end_retake(self, retake: _Retake) -> None:
-        field_ = np.mean(retake.frames, axis=0, dtype=np.float32)
+        frames = np.stack(retake.frames)
+        field_ = np.mean(frames, axis=0, dtype=np.float32)
+        self._fields[retake.kind] = frames
         if retake.kind == "dark":
             self._dark = field_
-            self._publish(self.dark_channel, field_pv(field_))
         else:
             self._flat = field_
-            self._publish(self.flat_channel, field_pv(field_))
         with self._lock:
             self._retake = None
-        self.ioc.post({"FrameType": "Projection",
-                       "StreamMessage": f"{retake.kind} field retaken from {len(retake.frames)} frames"},
-                      timestamp=time.time())
-        retake.future.set_result(None)
+        self.ioc.post({"FrameType": "Projection"}, timestamp=time.time())
+        self._publish(self.dark_channel if retake.kind == "dark" else self.flat_channel, field_pv(field_))
+        log.info("%s: %s field retaken from %d frames", self.prefix, retake.kind, len(frames))
+
+        def save() -> None:
+            self._save_fields((retake.kind,))
+            self._set_activity(IDLE)
+            retake.future.set_result(None)
+
+        self._submit(self._writer, save)
+
+    def _save_fields(self, kinds=tuple(FIELD_DATASETS)) -> None:
+        """Write the current fields to ``dark_fields.h5`` / ``flat_fields.h5`` in FilePath, as
+        TomoScan does at a retake; without a usable FilePath, say so in the log only."""
+        try:
+            directory = check_directory(str(self.ioc.value("FilePath")).strip())
+            for kind in kinds:
+                write_fields(directory, kind, self._fields[kind])
+        except TomostreamError as exc:
+            log.warning("%s: fields not saved: %s", self.prefix, exc)
+
+    def _set_activity(self, activity: str) -> None:
+        with self._lock:
+            self._activity = activity
+        self.ioc.post({"StreamMessage": activity})
+
+    def _submit(self, executor: ThreadPoolExecutor, work, *args) -> None:
+        """Run ``work`` on ``executor``, or here once it has been shut down (at stop)."""
+        try:
+            executor.submit(work, *args)
+        except RuntimeError:
+            work(*args)
 
     def _record(self, uid: int, angle: float, frame: np.ndarray) -> None:
-        """Keep a projection in the ring and feed an armed capture."""
+        """Feed an armed capture, else the circular buffer (which is paused during a capture)."""
         entry = (uid, angle, frame)
         with self._lock:
-            self._ring.append(entry)
             cap = self._capture
-            if cap is not None:
+            if cap is None:
+                self._ring.append(entry)
+            else:
                 cap.frames.append(entry)
                 full = len(cap.frames) >= cap.num or cap.stop
         if cap is not None and full:
@@ -555,56 +628,84 @@ class SimBeamline:
         with self._lock:
             if self._capture is not None:
                 values["StreamNumCaptured"] = len(self._capture.frames)
+            else:   # the circular buffer's fill, as CBCurrentQtyRBV
+                values["StreamPreCounted"] = self.pre_counted
         self.ioc.post(values)
+
+    @property
+    def pre_counted(self) -> int:
+        """Frames the circular buffer holds now for a capture (at most StreamPreCount)."""
+        return min(len(self._ring), int(self.ioc.value("StreamPreCount")))
 
     # ------------------------------------------------------------------ captures
     def _finish_capture(self, reason: str) -> None:
         """Detach the armed capture (if any) and hand it to the writer thread."""
         with self._lock:
             cap, self._capture = self._capture, None
-            dark, flat = self._dark, self._flat
         if cap is None:
             return
-        entries = cap.pre + cap.frames
         if not cap.frames and reason == "scan ended" and not cap.stop:
-            with self._lock:                      # keep it armed for the next scan
+            with self._lock:                      # the HDF5 plugin waits for the next scan
                 if self._capture is None:
                     self._capture = cap
                     return
-        if not entries:
+        if not cap.frames:
+            self._set_activity(IDLE)
             cap.future.set_exception(CaptureError(f"StreamCapture: {reason} before any frame was captured"))
             return
         self.ioc.post({"StreamNumCaptured": len(cap.frames)})
-        try:
-            self._writer.submit(self._write_capture, cap, entries, dark, flat, reason)
-        except RuntimeError:                      # writer already shut down
-            self._write_capture(cap, entries, dark, flat, reason)
+        self._submit(self._writer, self._write_capture, cap, reason)
 
-    def _write_capture(self, cap: _Capture, entries: list, dark, flat, reason: str) -> None:
+    def _write_capture(self, cap: _Capture, reason: str) -> None:
+        """Write the main and circular-buffer files, then let the field-copy thread add the fields."""
+        metadata = {"instrument/detector/binning": int(self._binning),
+                    "instrument/detector/exposure_time": 1.0 / self.fps}
+        written = []
         try:
-            path = next_capture_path(cap.directory, cap.file_name)
-            data = np.stack([e[2] for e in entries])
-            path = write_dxfile(
-                path, data, dark, flat, [e[1] for e in entries], unique_ids=[e[0] for e in entries],
-                metadata={"instrument/name": "tomostream simulated beamline",
-                          "instrument/detector/dtype": str(data.dtype),
-                          "instrument/detector/binning": int(self._binning),
-                          "instrument/detector/exposure_time": 1.0 / self.fps,
-                          "instrument/detector/unique_id_wrap": 65536 if self.wrap_unique_id else 2**31,
-                          "instrument/source/photons": float(self.options.photons)},
-                process={"capture": {"pre_count": len(cap.pre), "num_capture": len(cap.frames),
-                                     "reason": reason, "prefix": self.prefix}})
+            for path, entries in ((cap.path, cap.frames), (circular_buffer_path(cap.path), cap.pre)):
+                if not entries:               # an empty circular buffer leaves no file
+                    continue
+                if path != cap.path:
+                    self._set_activity("Capturing circular buffer")
+                written.append(write_projections(path, np.stack([e[2] for e in entries]),
+                                                 [e[0] for e in entries], [e[1] for e in entries],
+                                                 metadata))
         except TomostreamError as exc:
             message = f"StreamCapture failed: {exc}"
             log.error("%s", message)
-            self.ioc.post({"StreamMessage": message})
+            self._set_activity(IDLE)
             cap.future.set_exception(CaptureError(message))
             return
-        self.total_captured += len(entries)
-        self.ioc.post({"StreamFileName": str(path), "StreamNumTotalCaptured": self.total_captured,
-                       "StreamMessage": f"saved {len(entries)} projections ({len(cap.pre)} before the "
-                                        f"trigger) to {path}"})
-        cap.future.set_result(path)
+        finally:
+            if written:
+                self._submit(self._copier, self._copy_fields, written)
+        self.total_captured += len(cap.frames) + len(cap.pre)
+        log.info("%s: captured %d + %d projections to %s (%s)", self.prefix, len(cap.pre),
+                 len(cap.frames), cap.path, reason)
+        self.ioc.post({"StreamFileName": cap.path.name, "StreamNumTotalCaptured": self.total_captured})
+        self._set_activity(IDLE)
+        cap.future.set_result(cap.path)
+
+    def _copy_fields(self, paths: list[Path]) -> None:
+        """TomoScan's field-copy thread: after ``field_copy_delay``, ``dark_fields_<base>`` and
+        ``flat_fields_<base>`` from the current field files, and the fields into each file."""
+        self._stopping.wait(self.field_copy_delay)
+        for path in paths:
+            try:
+                for kind in FIELD_DATASETS:
+                    if not (path.parent / FIELD_FILES[kind]).exists():
+                        write_fields(path.parent, kind, self._fields[kind])
+                add_fields(path)
+            except TomostreamError as exc:
+                log.error("%s: dark and flat fields not added to %s: %s", self.prefix, path, exc)
+
+
+def _skipped(name: str, activity: str) -> Future:
+    """A command TomoScan ignores because StreamMessage is not Done: its busy record goes back."""
+    log.warning("%s skipped: StreamMessage reads %r, not %r", name, activity, IDLE)
+    future: Future = Future()
+    future.set_result(None)
+    return future
 
 
 def _named_inclusion(name: str, width: int, height: int, num_angles: int) -> Inclusion | None:

@@ -35,7 +35,6 @@ from .scan import SCAN_TYPES
 FRAME_TYPES = ("DarkField", "FlatField", "Projection")
 BINNINGS = ("1x", "2x", "4x")
 DONE_CAPTURE = ("Done", "Capture")
-DONE_RETAKE = ("Done", "Retake")
 DONE_SYNC = ("Done", "Sync")
 TEXT_LENGTH = 256
 PATH_LENGTH = 1024
@@ -201,7 +200,7 @@ class Files(_Part):
     """Where captures go and the HDF5 locations recorded in them."""
 
     FilePath = _text("", PATH_LENGTH, doc="existing writable folder for captures")
-    FileName = _text("stream", doc="capture base name; files are <FileName>_<number>.h5")
+    FileName = _text("stream", doc="capture name; the HDF5 plugin numbers it: <FileName>_<number>.h5")
     HDF5ProjectionLocation = _stringout("/exchange/data", doc="dataset of the projections")
     HDF5DarkLocation = _stringout("/exchange/data_dark", doc="dataset of the dark fields")
     HDF5FlatLocation = _stringout("/exchange/data_white", doc="dataset of the flat fields")
@@ -229,8 +228,10 @@ class Stream(_Part):
     """Streaming records: capture, retakes, binning, PVA prefixes and messages."""
 
     StreamCapture = _enum("Done", DONE_CAPTURE, "busy",
-                          doc="Capture saves StreamPreCount + StreamNumCapture projections; the put "
-                              "completes when the file is closed")
+                          doc="Capture saves the next StreamNumCapture projections to <base> and the "
+                              "circular buffer to circular_buffer_<base>; the put completes when both "
+                              "are written (the fields are added afterwards); skipped unless "
+                              "StreamMessage reads Done")
     StreamNumCapture = pvproperty(value=100, record="longout", units="frames",
                                   doc="projections to save after the trigger, >= 1")
     StreamNumCaptured = pvproperty(value=0, record="longout", units="frames", read_only=True,
@@ -240,13 +241,16 @@ class Stream(_Part):
     StreamPreCount = pvproperty(value=0, record="longout", units="frames",
                                 doc="projections from before the trigger to save as well, >= 0")
     StreamPreCounted = pvproperty(value=0, record="longout", units="frames", read_only=True,
-                                  doc="pre-trigger projections the last capture saved")
-    StreamRetakeDark = _enum("Done", DONE_RETAKE, "busy", doc="retake dark fields while rotating")
-    StreamRetakeFlat = _enum("Done", DONE_RETAKE, "busy", doc="retake flat fields while rotating")
+                                  doc="frames the circular buffer holds now (at most StreamPreCount)")
+    StreamRetakeDark = _enum("Done", DONE_CAPTURE, "busy",
+                             doc="retake dark fields while rotating, into FilePath/dark_fields.h5")
+    StreamRetakeFlat = _enum("Done", DONE_CAPTURE, "busy",
+                             doc="retake flat fields while rotating, into FilePath/flat_fields.h5")
     StreamBinning = _enum("1x", BINNINGS, "mbbo", doc="binning of frames, dark and flat")
-    StreamMessage = _text("", doc="last event or refusal")
+    StreamMessage = _text("Done", doc="Done, or the capture / retake running (or a refusal)")
     StreamCBStatusMessage = _text("", doc="stream status: frames, uniqueId, angle")
-    StreamFileName = _text("", PATH_LENGTH, read_only=True, doc="last capture file written")
+    StreamFileName = _text("", PATH_LENGTH, read_only=True,
+                           doc="base name (no folder) of the last capture's main file, in FilePath")
     PvaStreamPVPrefix = _stringout("", doc="prefix of StreamDarkFields, StreamFlatFields, StreamTheta")
     PvaPluginPVPrefix = _stringout("", doc="detector's PVA plugin prefix; image channel = value + Image")
     StreamSync = _enum("Done", DONE_SYNC, "bo", doc="Sync rebroadcasts theta (after a speed change)")
@@ -262,9 +266,9 @@ class Stream(_Part):
         return await self._busy(instance, self.controller.capture, "Done")
 
     async def _retake(self, instance, value, kind: str):
-        if value != "Retake":
+        if value != "Capture":
             return value
-        if instance.value == "Retake":
+        if instance.value == "Capture":
             await self._refuse(f"{instance.pvspec.name}: a {kind} retake is already running")
         return await self._busy(instance, lambda: self.controller.retake(kind), "Done")
 
@@ -332,10 +336,10 @@ class TomoScanStreamIOC(PVGroup):
     Files: FilePath, FileName (waveform of char), HDF5ProjectionLocation, HDF5DarkLocation,
     HDF5FlatLocation (stringout).
 
-    Streaming: StreamCapture (busy Done/Capture; put completes when the file is closed),
-    StreamNumCapture, StreamNumCaptured, StreamNumTotalCaptured, StreamPreCount,
-    StreamPreCounted (longout, frames), StreamRetakeDark / StreamRetakeFlat (busy
-    Done/Retake), StreamBinning (mbbo 1x/2x/4x), StreamMessage, StreamCBStatusMessage,
+    Streaming: StreamCapture (busy Done/Capture; put completes when the capture's files are
+    written), StreamNumCapture, StreamNumCaptured, StreamNumTotalCaptured, StreamPreCount,
+    StreamPreCounted (longout, frames; the circular buffer's fill), StreamRetakeDark /
+    StreamRetakeFlat (busy Done/Capture), StreamBinning (mbbo 1x/2x/4x), StreamMessage, StreamCBStatusMessage,
     StreamFileName (waveform of char), PvaStreamPVPrefix, PvaPluginPVPrefix (stringout),
     StreamSync (bo Done/Sync).
 
