@@ -8,12 +8,14 @@ import threading
 import epics
 import pytest
 
+from tomostream.errors import BadParameter
 from tomostream.ioc.tomostream_ioc import (
     DEZINGER_TYPES,
     FILTER_TYPES,
     RING_REMOVAL_TYPES,
     TomoStreamIOC,
 )
+from tomostream.server.frames import dezinger_radius
 
 # suffix -> (record type, enum strings or None); pv-names.md plus the frame counters and
 # ImagePlugins
@@ -200,3 +202,13 @@ def test_apply_and_update_from_the_server_side(ioc):
     assert caget(group, "ReconPVAName") == "X:Recon"
     assert caget(group, "FramesUsed") == 17
     assert caget(group, "BufferSize") == "17/360"
+
+
+def test_dezinger_states_by_index_are_the_aps_radii(ioc):
+    """A client writes the index: 0 None, 1 Radius 2, 2 Radius 3, 3 Radius 4 (as at APS)."""
+    group, _, recorder = ioc
+    for index, radius in enumerate((0, 2, 3, 4)):
+        caput(group, "Dezinger", index)
+        assert dezinger_radius(recorder.wait_for("Dezinger")) == radius
+    with pytest.raises(BadParameter, match="Radius 5"):
+        dezinger_radius("Radius 5")
