@@ -9,6 +9,7 @@ fixtures. A restarted IOC reuses its port.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -21,6 +22,8 @@ STREAM_CA_PORT = int(os.environ.get("TOMOSTREAM_TEST_STREAM_PORT") or free_port(
 apply_env(loopback_env(ca_ports=(SIM_CA_PORT, STREAM_CA_PORT)))
 os.environ.setdefault("TOMOSTREAM_TEST_SIM_PORT", str(SIM_CA_PORT))
 os.environ.setdefault("TOMOSTREAM_TEST_STREAM_PORT", str(STREAM_CA_PORT))
+# servers started by the tests (autosave files, catalogs) write here, never in the home folder
+os.environ.setdefault("TOMOSTREAM_DATA_DIR", tempfile.mkdtemp(prefix="tomostream-test-data-"))
 
 
 def _gpu_available() -> bool:

@@ -26,6 +26,10 @@ class CaptureError(TomostreamError, OSError):
     """A capture could not be written (path refused, disk full, ...)."""
 
 
+class AutosaveError(TomostreamError, OSError):
+    """An autosave file that cannot be read, or is not a complete ``.sav`` file."""
+
+
 class ConnectionLost(TomostreamError, ConnectionError):
     """An EPICS server (IOC, PVA channel) did not answer or went away."""
 

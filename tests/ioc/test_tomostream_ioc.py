@@ -8,12 +8,14 @@ import threading
 import epics
 import pytest
 
+from tomostream.errors import BadParameter
 from tomostream.ioc.tomostream_ioc import (
     DEZINGER_TYPES,
     FILTER_TYPES,
     RING_REMOVAL_TYPES,
     TomoStreamIOC,
 )
+from tomostream.server.frames import dezinger_radius
 
 # suffix -> (record type, enum strings or None); pv-names.md plus the frame counters and
 # ImagePlugins
@@ -24,7 +26,7 @@ EXPECTED = {
     "BufferSize": ("stringout", None), "Center": ("ao", None), "CenterTweak": ("ao", None),
     "CenterTweakUp": ("calcout", None), "CenterTweakDown": ("calcout", None),
     "FilterType": ("mbbo", ("Parzen", "Shepp-logan", "Ramp", "Butterworth")),
-    "Dezinger": ("mbbo", ("None", "", "Radius 2", "Radius 3", "Radius 4")),
+    "Dezinger": ("mbbo", ("None", "Radius 2", "Radius 3", "Radius 4")),
     "RingRemoval": ("mbbo", ("None", "fw")),
     "OrthoX": ("longout", None), "OrthoY": ("longout", None), "OrthoZ": ("longout", None),
     "RotX": ("ao", None), "RotY": ("ao", None), "RotZ": ("ao", None),
@@ -46,7 +48,7 @@ WRITES = {
     "ThetaPVAName": ("2bmb:TS:StreamTheta", "2bmb:TS:StreamTheta"),
     "ReconPVAName": ("2bmb:TS:Recon", "2bmb:TS:Recon"),
     "Center": (12.5, 12.5), "CenterTweak": (0.25, 0.25),
-    "FilterType": (2, "Ramp"), "Dezinger": (3, "Radius 3"), "RingRemoval": (1, "fw"),
+    "FilterType": (2, "Ramp"), "Dezinger": (3, "Radius 4"), "RingRemoval": (1, "fw"),
     "OrthoX": (7, 7), "OrthoY": (8, 8), "OrthoZ": (9, 9),
     "RotX": (1.5, 1.5), "RotY": (-2.0, -2.0), "RotZ": (30.0, 30.0),
     "Energy": (25.0, 25.0), "Distance": (150.0, 150.0), "Alpha": (0.001, 0.001),
@@ -125,9 +127,9 @@ def test_nan_and_bad_values_are_refused_with_a_message(ioc):
     caput(group, "PixelSize", -1.0)
     assert caget(group, "PixelSize") == pytest.approx(1.0)
     assert "PixelSize=-1" in caget(group, "ReconStatus", as_string=True)
-    caput(group, "Dezinger", 1)  # the unused state between None and Radius 2
+    epics.caput(group.prefix + "Dezinger", 4, wait=True, timeout=5.0)  # no fifth state
     assert caget(group, "Dezinger", as_string=True) == "None"
-    assert "Dezinger" in caget(group, "ReconStatus", as_string=True)
+    assert "Dezinger=4" in caget(group, "ReconStatus", as_string=True)
     caput(group, "DarkPVAName", "has spaces in it")
     assert caget(group, "DarkPVAName") == "2bmb:TomoScanStream:StreamDarkFields"
     assert "DarkPVAName" in caget(group, "ReconStatus", as_string=True)
@@ -200,3 +202,13 @@ def test_apply_and_update_from_the_server_side(ioc):
     assert caget(group, "ReconPVAName") == "X:Recon"
     assert caget(group, "FramesUsed") == 17
     assert caget(group, "BufferSize") == "17/360"
+
+
+def test_dezinger_states_by_index_are_the_aps_radii(ioc):
+    """A client writes the index: 0 None, 1 Radius 2, 2 Radius 3, 3 Radius 4 (as at APS)."""
+    group, _, recorder = ioc
+    for index, radius in enumerate((0, 2, 3, 4)):
+        caput(group, "Dezinger", index)
+        assert dezinger_radius(recorder.wait_for("Dezinger")) == radius
+    with pytest.raises(BadParameter, match="Radius 5"):
+        dezinger_radius("Radius 5")

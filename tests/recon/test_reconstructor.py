@@ -165,7 +165,7 @@ def test_parameter_changes_are_honoured(phantom):
     full_sweep(rec, phantom)
     base = rec.image()
     for change in (dict(center=N / 2 + 1), dict(ortho=(20, 40, 5)), dict(rot=(0, 0, 30.0)),
-                   dict(filter="ramp"), dict(dezinger=2, dezinger_threshold=1.0),
+                   dict(filter="ramp"), dict(dezinger=2, dezinger_threshold=0.01),
                    dict(alpha=1e-2, energy=30.0, distance=50.0, pixel_size=1.0)):
         fresh = reconstructor(**change)
         full_sweep(fresh, phantom)
@@ -190,19 +190,28 @@ def test_dark_and_flat_changes_are_honoured(phantom):
     assert rel_error(right, truth) < 0.25 < rel_error(wrong, truth)
 
 
-def test_dezinger_removes_outliers(phantom):
+@pytest.mark.parametrize(("dtype", "flat", "full_scale"), [
+    (np.uint8, 200.0, 255), (np.uint16, 3000.0, 4095), (np.uint16, 30000.0, 65535),
+    (np.float32, 1.0, 4.0)])
+def test_dezinger_removes_outliers_at_any_bit_depth(phantom, dtype, flat, full_scale):
+    """The default threshold (relative to the local median) finds zingers that saturate an
+    8-bit, a 12-bit or a 16-bit camera, or quadruple a float frame."""
     angles = np.arange(90) * 2.0
-    frames = transmission(phantom, angles)
+    frames = np.round(transmission(phantom, angles, flat=flat)).astype(dtype) if dtype != np.float32 \
+        else transmission(phantom, angles, flat=flat)
     zingers = frames.copy()
-    zingers[::3, 10, 20] = 60000.0
-    clean = reconstructor()
-    clean.push(frames, angles)
-    dz = reconstructor(dezinger=2, dezinger_threshold=500.0)
-    dz.push(zingers, angles)
-    raw = reconstructor()
-    raw.push(zingers, angles)
-    err_dz = np.abs(dz.image() - clean.image()).max()
-    assert err_dz < 0.2 * np.abs(raw.image() - clean.image()).max()
+    zingers[::3, 10, 20] = full_scale
+    zingers[1::3, 4, 33] = full_scale
+    recs = {}
+    for name, data, radius in (("clean", frames, 0), ("dz", zingers, 2), ("raw", zingers, 0),
+                               ("clean_dz", frames, 2)):
+        rec = recs[name] = reconstructor(dezinger=radius)
+        rec.set_flat(np.full((NZ, N), flat))
+        rec.push(data, angles)
+    clean = recs["clean"].image()
+    assert np.abs(recs["dz"].image() - clean).max() < 0.2 * np.abs(recs["raw"].image() - clean).max()
+    # frames without zingers are left as they were
+    assert np.abs(recs["clean_dz"].image() - clean).max() < 0.05 * np.abs(clean).max()
 
 
 def test_paganin_smooths_and_keeps_mean():

@@ -30,7 +30,10 @@ from .records import (
 
 #: Enum strings, index = value written by clients.
 FILTER_TYPES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
-DEZINGER_TYPES = ("None", "", "Radius 2", "Radius 3", "Radius 4")
+#: Dezinger states, by index as at APS (0 None, 1 Radius 2, 2 Radius 3, 3 Radius 4), and the
+#: median radius [pixels] each stands for.
+DEZINGER_RADII: Mapping[str, int] = {"None": 0, "Radius 2": 2, "Radius 3": 3, "Radius 4": 4}
+DEZINGER_TYPES = tuple(DEZINGER_RADII)
 RING_REMOVAL_TYPES = ("None", "fw")
 
 STATUS_LENGTH = 256
@@ -146,7 +149,8 @@ class ReconParams(_Part):
     FilterType = pvproperty(value="Parzen", enum_strings=FILTER_TYPES, dtype=CheckedEnum,
                             record="mbbo", doc="filter of the filtered backprojection")
     Dezinger = pvproperty(value="None", enum_strings=DEZINGER_TYPES, dtype=CheckedEnum,
-                          record="mbbo", doc="zinger removal radius [pixels]")
+                          record="mbbo", doc="zinger removal: 0 None, 1 Radius 2, 2 Radius 3, 3 Radius 4 "
+                                              "(median radius [pixels])")
     RingRemoval = pvproperty(value="None", enum_strings=RING_REMOVAL_TYPES, dtype=CheckedEnum,
                              record="mbbo", doc="ring artefact removal")
     OrthoX = pvproperty(value=0, record="longout", units="pixels",
@@ -163,7 +167,8 @@ class ReconParams(_Part):
     Distance = pvproperty(value=50.0, record="ao", units="mm", precision=2,
                           doc="sample-detector distance for phase retrieval [mm]")
     Alpha = pvproperty(value=0.0, record="ao", precision=5,
-                       doc="Paganin regularisation; 0 turns phase retrieval off")
+                       doc="Paganin regularisation on tomopy's retrieve_phase scale; 0 turns "
+                           "phase retrieval off")
     PixelSize = pvproperty(value=1.0, record="ao", units="um", precision=3,
                            doc="detector pixel size at the sample [um]")
 
@@ -334,11 +339,13 @@ class TomoStreamIOC(PVGroup):
 
     Reconstruction (taking effect live): Center (ao, pixels), CenterTweak (ao, pixels),
     CenterTweakUp / CenterTweakDown (calcout: Center +/-= CenterTweak), FilterType (mbbo:
-    Parzen, Shepp-logan, Ramp, Butterworth), Dezinger (mbbo: None, Radius 2..4), RingRemoval
-    (mbbo: None, fw), OrthoX / OrthoY / OrthoZ (longout, pixels), RotX / RotY / RotZ (ao,
-    degrees), Energy (ao, keV), Distance (ao, mm), Alpha (ao; 0 = no phase retrieval),
-    PixelSize (ao, um). An unset Center (0) or all-zero OrthoX/Y/Z go to the middle of the
-    first frames; all four follow a change of frame size (binning). RingRemoval fw is kept
+    Parzen, Shepp-logan, Ramp, Butterworth), Dezinger (mbbo: 0 None, 1 Radius 2, 2 Radius 3,
+    3 Radius 4; a pixel more than 30% above the median of its neighbourhood is replaced by
+    it), RingRemoval (mbbo: None, fw), OrthoX / OrthoY / OrthoZ (longout, pixels), RotX /
+    RotY / RotZ (ao, degrees), Energy (ao, keV), Distance (ao, mm), Alpha (ao; tomopy's
+    retrieve_phase scale; 0 = no phase retrieval), PixelSize (ao, um). An unset Center (0)
+    or all-zero OrthoX/Y/Z go to the middle of the first frames; all four follow a change of
+    frame size (binning). RingRemoval fw is kept
     but not applied (the reconstruction engine has no ring filter); ReconStatus says so.
 
     Status (read-only): ReconStatus (waveform of char), ReconTime (ao, s), BufferSize

@@ -1,10 +1,18 @@
-"""Single-distance Paganin phase retrieval (Paganin et al. 2002, as in tomopy ``retrieve_phase``).
+"""Single-distance Paganin phase retrieval (Paganin et al. 2002), on tomopy's scale.
 
 The filter acts on the normalised transmission before ``-log``::
 
-    H(k) = 1 / (1 + lambda * distance * |k|^2 / (4 pi alpha)),   k = 2 pi * spatial frequency
+    H(w) = 1 / (1 + lambda * distance * |w|^2 / (4 pi alpha))
 
-All unit conversions of the project's phase parameters happen here.
+with ``w`` the spatial frequency in *cycles* per length (``numpy.fft.fftfreq``), not radians
+per length. This is tomopy's ``retrieve_phase`` (its ``1 / (lambda d w^2 / (4 pi) + alpha)``
+divided by its value at ``w = 0``), so an ``alpha`` carried over from tomopy, tomocupy or the
+APS tomostream filters the same: a grid in radians per length would filter 4 pi^2 (about 39)
+times harder for the same ``alpha``.
+
+The filter is computed here, on the host, and copied to the device of the frames: the NumPy
+and CuPy backends use the same array and the same :func:`apply_paganin`. All unit conversions
+of the project's phase parameters happen here.
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ UM = 1e-6            # [m per micrometre]
 
 def paganin_filter(shape: tuple[int, int], energy: float, distance: float, alpha: float,
                    pixel_size: float) -> np.ndarray:
-    """Paganin filter on the ``rfft2`` grid of a padded frame.
+    """Paganin filter on the ``rfft2`` grid of a padded frame, as tomopy defines it.
+
+    ``H = 1 / (1 + lambda * distance * w^2 / (4 pi alpha))``, ``w`` [cycles/m] the spatial
+    frequency of each ``rfft2`` bin, ``lambda`` [m] the wavelength at ``energy``.
 
     Parameters
     ----------
@@ -29,7 +40,7 @@ def paganin_filter(shape: tuple[int, int], energy: float, distance: float, alpha
     distance : float [mm]
         Sample-to-detector distance.
     alpha : float
-        Regularisation, > 0.
+        Regularisation, > 0, on tomopy's scale (``retrieve_phase(..., alpha=...)``).
     pixel_size : float [micrometres]
 
     Returns
@@ -38,10 +49,10 @@ def paganin_filter(shape: tuple[int, int], energy: float, distance: float, alpha
     """
     wavelength = HC_KEV_M / energy
     dx = pixel_size * UM
-    ky = 2 * np.pi * np.fft.fftfreq(shape[0], d=dx)
-    kx = 2 * np.pi * np.fft.rfftfreq(shape[1], d=dx)
-    k2 = ky[:, None] ** 2 + kx[None, :] ** 2
-    return (1.0 / (1.0 + wavelength * distance * MM * k2 / (4 * np.pi * alpha))).astype(np.float32)
+    wy = np.fft.fftfreq(shape[0], d=dx)            # [cycles/m]
+    wx = np.fft.rfftfreq(shape[1], d=dx)
+    w2 = wy[:, None] ** 2 + wx[None, :] ** 2
+    return (1.0 / (1.0 + wavelength * distance * MM * w2 / (4 * np.pi * alpha))).astype(np.float32)
 
 
 def padded_shape(nz: int, n: int) -> tuple[int, int]:

@@ -21,6 +21,11 @@ FILTER_ALIASES: dict[str, str] = {
 
 #: Largest dezinger median radius [pixels] (the Dezinger PV offers 2, 3, 4).
 MAX_DEZINGER_RADIUS = 4
+#: Default dezinger threshold, relative to the local median: a raw pixel more than 30% above
+#: the median of its neighbourhood is a zinger. Relative, so one value serves 8-, 12- and
+#: 16-bit cameras and float frames alike; at a median of m photons the noise is sqrt(m), so
+#: 0.3 m is beyond 3 sigma from m = 100 photons up.
+DEZINGER_THRESHOLD = 0.3
 
 
 def canonical_filter(name: str) -> str:
@@ -58,14 +63,18 @@ class ReconParams:
         the slices (applied in that order); ``(0, 0, 0)`` gives untilted slices.
     dezinger : int [pixels]
         Median radius of the outlier filter applied to raw frames; 0 turns it off.
-    dezinger_threshold : float [counts]
-        A raw pixel more than this above its local median is replaced by the median.
+    dezinger_threshold : float [fraction of the local median]
+        A raw pixel ``f`` with ``f - median > dezinger_threshold * |median|`` (median over the
+        ``(2 dezinger + 1)^2`` pixels around it) is replaced by the median; relative, so it
+        means the same for any bit depth.
     energy : float [keV]
         Photon energy, for Paganin phase retrieval.
     distance : float [mm]
         Sample-to-detector distance, for Paganin phase retrieval.
     alpha : float
-        Paganin regularisation (delta/beta ratio scaled as in tomopy); 0 turns it off.
+        Paganin regularisation on the scale of tomopy's ``retrieve_phase`` (filter
+        ``1 / (1 + lambda distance w^2 / (4 pi alpha))``, ``w`` in cycles per length), so
+        values from tomopy / tomocupy mean the same here; 0 turns phase retrieval off.
     pixel_size : float [micrometres]
         Detector pixel size at the sample, for Paganin phase retrieval.
     """
@@ -75,7 +84,7 @@ class ReconParams:
     ortho: tuple[int, int, int] = (0, 0, 0)
     rot: tuple[float, float, float] = (0.0, 0.0, 0.0)
     dezinger: int = 0
-    dezinger_threshold: float = 5000.0
+    dezinger_threshold: float = DEZINGER_THRESHOLD
     energy: float = 20.0
     distance: float = 100.0
     alpha: float = 0.0

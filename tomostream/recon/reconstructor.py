@@ -292,7 +292,7 @@ class OrthoReconstructor:
             f = raw.astype(xp.float32)
             size = 2 * p.dezinger + 1
             med = self._be.ndimage.median_filter(f, size=(1, size, size), mode="nearest")
-            raw = xp.where(f - med > p.dezinger_threshold, med, f)
+            raw = xp.where(f - med > p.dezinger_threshold * xp.abs(med), med, f)
         phase = p.alpha > 0
         # without phase retrieval the rows are normalised straight into the FFT's zero padding
         width = self.width if phase else padded_length(self.width)

@@ -10,11 +10,41 @@ import threading
 
 from ..epics_env import apply_env
 from ..errors import TomostreamError
+from ..io.catalog import default_data_dir
 from ..ioc.access import ALL_INTERFACES, WriteAllowList, bind_env, server_interfaces, split_hosts
+from ..ioc.autosave import autosave_path
 from ..ioc.tomostream_ioc import TomoStreamIOC
 from .stream_server import StreamServer
 
 log = logging.getLogger(__name__)
+
+TOMOSCAN_PREFIX = "2bmb:TomoScanStream:"
+#: Name options: (option, PV suffix, default shown in the help; <tomoscan>: TomoScanPVPrefix).
+NAME_OPTIONS = (
+    ("--image-pvap-name", "ImagePVAPName", "<tomoscan>PvaPluginPVPrefix"),
+    ("--dark-pva-name", "DarkPVAName", "<tomoscan>StreamDarkFields"),
+    ("--flat-pva-name", "FlatPVAName", "<tomoscan>StreamFlatFields"),
+    ("--theta-pva-name", "ThetaPVAName", "<tomoscan>StreamTheta"),
+    ("--recon-pva-name", "ReconPVAName", "<prefix>StreamRecon"),
+)
+
+
+def _names(args) -> tuple[dict, dict]:
+    """Start-up values of the name PVs, by suffix: (defaults, given on the command line).
+
+    Names left out follow TomoScanPVPrefix; when that is given, they count as given too.
+    """
+    tomoscan = args.tomoscan_prefix or TOMOSCAN_PREFIX
+    defaults = {"TomoScanPVPrefix": tomoscan, "ImagePlugins": 1}
+    defaults.update({suffix: template.replace("<tomoscan>", tomoscan).replace("<prefix>", args.prefix)
+                     for _, suffix, template in NAME_OPTIONS})
+    given = {"TomoScanPVPrefix": args.tomoscan_prefix, "ImagePlugins": args.image_plugins}
+    given.update({suffix: getattr(args, option[2:].replace("-", "_"))
+                  for option, suffix, _ in NAME_OPTIONS})
+    if args.tomoscan_prefix is not None:      # the names that follow it come with it
+        given.update({suffix: defaults[suffix] for _, suffix, template in NAME_OPTIONS
+                      if template.startswith("<tomoscan>") and given[suffix] is None})
+    return defaults, {k: v for k, v in given.items() if v is not None}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,13 +76,23 @@ def _parser() -> argparse.ArgumentParser:
                         help="CA search port of the IOC (0: EPICS_CA_SERVER_PORT or 5064)")
     parser.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto",
                         help="reconstruction backend [%(default)s]")
-    parser.add_argument("--tomoscan-prefix", default="2bmb:TomoScanStream:",
-                        help="initial TomoScanPVPrefix [%(default)s]")
-    parser.add_argument("--recon-pva-name", default=None,
-                        help="initial ReconPVAName [<prefix>StreamRecon]")
-    parser.add_argument("--image-plugins", type=int, default=1,
-                        help="initial ImagePlugins: NDPluginPva plugins the detector's frames are "
-                             "spread over by an NDPluginScatter [%(default)s]")
+    names = parser.add_argument_group(
+        "channel names", "start-up values of the name PVs; given here they win over the autosave "
+                         "file, left out the file's values (else the defaults shown) are used")
+    names.add_argument("--tomoscan-prefix", default=None,
+                       help=f"TomoScanPVPrefix [{TOMOSCAN_PREFIX}]")
+    for option, suffix, default in NAME_OPTIONS:
+        names.add_argument(option, default=None, help=f"{suffix} [{default}]")
+    names.add_argument("--image-plugins", type=int, default=None,
+                       help="ImagePlugins: NDPluginPva plugins the detector's frames are spread "
+                            "over by an NDPluginScatter [1]")
+    save = parser.add_mutually_exclusive_group()
+    save.add_argument("--autosave", default=None, metavar="PATH",
+                      help="file the settings are restored from at start and saved to on change "
+                           "[$TOMOSTREAM_DATA_DIR or ~/.local/share/tomostream, then "
+                           "autosave/<prefix>.sav]")
+    save.add_argument("--no-autosave", action="store_true",
+                      help="neither restore nor save the settings")
     parser.add_argument("--max-rate", type=float, default=30.0,
                         help="most published updates per second [%(default)s]")
     parser.add_argument("--interfaces", default=None,
@@ -70,16 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    tomoscan = args.tomoscan_prefix
-    defaults = {
-        "tomoscan_prefix": tomoscan,
-        "image_pvap_name": tomoscan + "PvaPluginPVPrefix",
-        "dark_pva_name": tomoscan + "StreamDarkFields",
-        "flat_pva_name": tomoscan + "StreamFlatFields",
-        "theta_pva_name": tomoscan + "StreamTheta",
-        "recon_pva_name": args.recon_pva_name or args.prefix + "StreamRecon",
-        "image_plugins": args.image_plugins,
-    }
+    defaults, given = _names(args)
+    autosave = None
+    if not args.no_autosave:
+        autosave = args.autosave or autosave_path(default_data_dir(), args.prefix)
     try:
         interfaces = server_interfaces(args.interfaces, default=ALL_INTERFACES)
         write_hosts = split_hosts(args.write_hosts) or None
@@ -94,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: done.set())
     with StreamServer(args.prefix, ca_port=args.ca_port, backend=args.backend,
                       max_rate=args.max_rate, interfaces=interfaces, write_hosts=write_hosts,
-                      **defaults) as server:
+                      autosave=autosave, overrides=given, **defaults) as server:
         log.info("TomoStream IOC %s serving; Ctrl-C stops", server.prefix)
         while not done.wait(3600):
             pass

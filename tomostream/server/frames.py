@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import BadParameter
+from ..ioc.tomostream_ioc import DEZINGER_RADII
+
 #: uniqueId counters: detectors that wrap at 65535, and signed 32-bit ones.
 WRAP_16 = 1 << 16
 WRAP_31 = 1 << 31
@@ -108,8 +111,17 @@ class FrameTypeHistory:
 
 
 def dezinger_radius(state: str) -> int:
-    """Median radius [pixels] of a Dezinger PV state ("None" -> 0, "Radius 3" -> 3)."""
-    return 0 if state == "None" else int(state.split()[-1])
+    """Median radius [pixels] of a Dezinger PV state ("None" -> 0, "Radius 3" -> 3).
+
+    Raises
+    ------
+    BadParameter
+        ``state`` is not one of the IOC's Dezinger states.
+    """
+    try:
+        return DEZINGER_RADII[state]
+    except KeyError:
+        raise BadParameter(f"Dezinger={state!r} is not one of {list(DEZINGER_RADII)}") from None
 
 
 @dataclass

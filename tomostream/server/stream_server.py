@@ -33,13 +33,15 @@ Access: the IOC binds ``interfaces`` and may let only ``write_hosts`` write its 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import TomostreamError
 from ..ioc import IocThread
+from ..ioc.autosave import Autosave
 from ..ioc.records import WATCHDOG_RESET
 from ..ioc.tomostream_ioc import TomoStreamIOC
 from ..pva.publish_process import InlinePublisher, ProcessPublisher
@@ -109,6 +111,14 @@ class StreamServer:
     write_hosts : sequence of str, optional
         Hosts (names or IP addresses) allowed to write the TomoStream PVs; every host may read
         them. None: no limit.
+    autosave : path, optional
+        Autosave file (:mod:`tomostream.ioc.autosave`): the settings are restored from it at
+        :meth:`start`, after ``defaults`` and before ``overrides``, and written to it on
+        change; ReconStatus says what was restored, or why the file was not used. None: no
+        autosave.
+    overrides : mapping, optional
+        Start-up values applied after the autosave restore, so they win over the file (the
+        options given on the command line), by keyword or suffix as ``defaults``.
     **defaults
         Start-up values of the channel-name PVs: ``tomoscan_prefix``, ``image_pvap_name``,
         ``dark_pva_name``, ``flat_pva_name``, ``theta_pva_name``, ``recon_pva_name``; and of
@@ -133,6 +143,8 @@ class StreamServer:
     degraded : int
         Device failures (GPU out of memory, CUDA errors) the reconstruction engine answered
         with smaller batches or the CPU; each is reported in ReconStatus.
+    autosave : Autosave or None
+        The settings file in use (valid after :meth:`start`).
     """
 
     def __init__(self, prefix: str = "2bmb:TomoStream:", ca_port: int = 0, backend: str = "auto", *,
@@ -140,6 +152,7 @@ class StreamServer:
                  markers: bool = True, publish_process: bool = True, receive_process: bool = True,
                  frame_type_window: float = FRAME_TYPE_WINDOW,
                  interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
+                 autosave: str | os.PathLike | None = None, overrides: Mapping | None = None,
                  **defaults):
         self.prefix = prefix
         self.ca_port = ca_port
@@ -154,6 +167,9 @@ class StreamServer:
         self.interfaces = None if interfaces is None else list(interfaces)
         self.write_hosts = None if write_hosts is None else list(write_hosts)
         self.defaults = {DEFAULT_PVS.get(k, k): v for k, v in defaults.items()}
+        self.overrides = {DEFAULT_PVS.get(k, k): v for k, v in (overrides or {}).items()}
+        self.autosave_path = autosave
+        self.autosave: Autosave | None = None
         self.ioc: TomoStreamIOC | None = None
         self.latency = LatencyStats()
         self.arrival = LatencyStats()
@@ -168,6 +184,7 @@ class StreamServer:
         #: Serves ReconPVAName: a ProcessPublisher or an InlinePublisher (valid after start).
         self.publisher: ProcessPublisher | InlinePublisher | None = None
         self._publisher_note = ""
+        self._restored_note = ""
         self._session: StreamSession | None = None
         #: Device failures the engine answered with smaller batches or the CPU (all sessions).
         self.degraded = 0
@@ -181,6 +198,11 @@ class StreamServer:
                                      name=f"ioc {self.prefix}", write_hosts=self.write_hosts).start()
         if self.defaults:
             self._ioc_thread.run_coroutine(self.ioc.apply(self.defaults))
+        self._restored_note = self._restore_settings()
+        if self.overrides:
+            self._ioc_thread.run_coroutine(self.ioc.apply(self.overrides))
+        if self.autosave is not None:
+            self.autosave.start()
         self.publisher = self._new_publisher()
         self.stopping.clear()
         self.warm.clear()
@@ -193,6 +215,15 @@ class StreamServer:
             pass
         return self
 
+    def _restore_settings(self) -> str:
+        """Restore the autosaved settings; return the note for ReconStatus ("" without autosave)."""
+        if self.autosave_path is None:
+            return ""
+        self.autosave = Autosave(self.ioc, self.autosave_path, on_error=self.status)
+        note = self._ioc_thread.run_coroutine(self.autosave.restore())
+        log.info("autosave: %s", note)
+        return f"; {note}"
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop streaming, the worker, the PVA server and the IOC (idempotent)."""
         if self._worker is None:
@@ -202,6 +233,8 @@ class StreamServer:
         self._worker.join(timeout)
         self._heartbeat.join(timeout)
         self._worker = self._heartbeat = None
+        if self.autosave is not None:
+            self.autosave.stop()
         self.publisher.close()
         self._ioc_thread.stop()
 
@@ -312,7 +345,8 @@ class StreamServer:
         else:
             log.info("reconstruction kernels (%s) ready in %.2f s", backend, seconds)
             note = ""
-        self.set_pvs({"ReconStatus": ("Stopped: ready" + self._publisher_note + note)[:255]})
+        self.set_pvs({"ReconStatus": ("Stopped: ready" + self._restored_note + self._publisher_note
+                                      + note)[:255]})
         self.warm.set()
 
     def _work(self) -> None:
