@@ -29,6 +29,8 @@ def serve(prefix, port, *options, data_dir):
             wait_until(lambda pv=pv: pv.connected or proc.poll() is not None, 60.0, "the served IOC")
         assert proc.poll() is None, proc.stderr.read()
         wait_until(lambda: ca.text("ServerRunning") == "Running", 10.0, "its heartbeat")
+        wait_until(lambda: ca.text("ReconStatus").startswith("Stopped: ready"), 60.0,
+                   lambda: f"its kernels compiled: {ca.text('ReconStatus')!r}")
         yield ca
     finally:
         proc.send_signal(signal.SIGINT)
