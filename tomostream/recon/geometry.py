@@ -9,13 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def rotation(rot: tuple[float, float, float]) -> np.ndarray:
-    """Matrix rotating by ``rot = (rx, ry, rz)`` [degrees] about x, then y, then z."""
-    ax, ay, az = np.deg2rad(rot)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+def _turn(a: np.ndarray, b: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` turned by ``degrees`` in their plane about ``(0, 0)``: ``(1, 0)`` goes to
+    ``(cos, -sin)`` and ``(0, 1)`` to ``(sin, cos)``."""
+    t = np.deg2rad(degrees)
+    c, s = np.cos(t), np.sin(t)
+    return a * c + b * s, -a * s + b * c
 
 
 def slice_points(n: int, nz: int, ortho: tuple[int, int, int],
@@ -23,8 +22,11 @@ def slice_points(n: int, nz: int, ortho: tuple[int, int, int],
     """Sample points of the Z, Y and X slices.
 
     The untilted slices are ``z[iy, ix]`` at row ``iz``, ``y[iz, ix]`` at ``iy`` and
-    ``x[iz, iy]`` at ``ix`` (``ortho = (ix, iy, iz)``). ``rot`` turns the three planes
-    together about their common point, so they stay orthogonal and keep crossing there.
+    ``x[iz, iy]`` at ``ix`` (``ortho = (ix, iy, iz)``). Each of ``rot = (rx, ry, rz)`` turns
+    its own slice only, as the APS TomoStream does: ``rx`` turns the X slice and ``ry`` the Y
+    slice about the vertical rotation axis through the volume centre (so ``rx = 90`` with the
+    X slice at the centre shows the Y slice through the centre, columns in the same order);
+    ``rz`` tilts the Z slice about the horizontal y direction through the volume centre.
 
     Parameters
     ----------
@@ -39,18 +41,15 @@ def slice_points(n: int, nz: int, ortho: tuple[int, int, int],
         ``(x, y, z)`` per output pixel, in the row-major order of each slice.
     """
     ix, iy, iz = ortho
+    rx, ry, rz = rot
     c = np.arange(n) - n / 2.0
     cz = np.arange(nz) - nz / 2.0
     x0, y0, z0 = ix - n / 2.0, iy - n / 2.0, iz - nz / 2.0
-    grids = (
-        np.broadcast_arrays(c[None, :], c[:, None], np.full((1, 1), z0)),     # Z: rows y, cols x
-        np.broadcast_arrays(c[None, :], np.full((1, 1), y0), cz[:, None]),    # Y: rows z, cols x
-        np.broadcast_arrays(np.full((1, 1), x0), c[None, :], cz[:, None]),    # X: rows z, cols y
-    )
-    origin = np.array([x0, y0, z0])
-    r = rotation(rot)
-    out = []
-    for g in grids:
-        p = np.stack([a.ravel() for a in g], axis=1)
-        out.append(((p - origin) @ r.T + origin).astype(np.float32))
-    return out[0], out[1], out[2]
+    zx, zy, zz = np.broadcast_arrays(c[None, :], c[:, None], np.full((1, 1), z0))  # rows y, cols x
+    yx, yy, yz = np.broadcast_arrays(c[None, :], np.full((1, 1), y0), cz[:, None])  # rows z, cols x
+    xx, xy, xz = np.broadcast_arrays(np.full((1, 1), x0), c[None, :], cz[:, None])  # rows z, cols y
+    zx, zz = _turn(zx, zz, rz)
+    yx, yy = _turn(yx, yy, ry)
+    xy, xx = _turn(xy, xx, -rx)
+    return tuple(np.stack([a.ravel() for a in np.broadcast_arrays(px, py, pz)], axis=1).astype(np.float32)
+                 for px, py, pz in ((zx, zy, zz), (yx, yy, yz), (xx, xy, xz)))

@@ -59,8 +59,10 @@ class ReconParams:
         Slice positions ``(ix, iy, iz)``: the X slice at column ``ix``, the Y slice at row
         ``iy`` of the Z slice, the Z slice at detector row ``iz``.
     rot : (float, float, float) [degrees]
-        Rotation of the slice frame about the X, Y and Z axes through the crossing point of
-        the slices (applied in that order); ``(0, 0, 0)`` gives untilted slices.
+        ``(rx, ry, rz)``, each turning its own slice only (as the APS TomoStream): the X and
+        the Y slice about the vertical rotation axis through the volume centre, the Z slice
+        about the horizontal y direction through the volume centre (see
+        :func:`~tomostream.recon.geometry.slice_points`); ``(0, 0, 0)`` gives untilted slices.
     dezinger : int [pixels]
         Median radius of the outlier filter applied to raw frames; 0 turns it off.
     dezinger_threshold : float [fraction of the local median]
