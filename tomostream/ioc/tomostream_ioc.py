@@ -159,9 +159,12 @@ class ReconParams(_Part):
                         doc="column of the Y slice [pixels]; 0..width-1")
     OrthoZ = pvproperty(value=0, record="longout", units="pixels",
                         doc="detector row of the Z slice [pixels]; 0..height-1")
-    RotX = pvproperty(value=0.0, record="ao", units="degrees", precision=2, doc="turn of the X slice about the rotation axis")
-    RotY = pvproperty(value=0.0, record="ao", units="degrees", precision=2, doc="turn of the Y slice about the rotation axis")
-    RotZ = pvproperty(value=0.0, record="ao", units="degrees", precision=2, doc="tilt of the Z slice about the y direction")
+    RotX = pvproperty(value=0.0, record="ao", units="degrees", precision=2,
+                       doc="turn of the X slice about the rotation axis")
+    RotY = pvproperty(value=0.0, record="ao", units="degrees", precision=2,
+                       doc="turn of the Y slice about the rotation axis")
+    RotZ = pvproperty(value=0.0, record="ao", units="degrees", precision=2,
+                       doc="tilt of the Z slice about the y direction")
     Energy = pvproperty(value=20.0, record="ao", units="keV", precision=2,
                         doc="X-ray energy for phase retrieval [keV]")
     Distance = pvproperty(value=50.0, record="ao", units="mm", precision=2,
