@@ -29,11 +29,20 @@ def wait_for(predicate, timeout=10.0) -> bool:
     return True
 
 
+#: Least time [s] :func:`wait_until` waits for a condition. Waiting ends as soon as it holds,
+#: so only a failing test waits this long; a loaded 2-core machine can hold a thread for
+#: seconds, and a test must not fail for that. A bound that is itself the behaviour under test
+#: is asserted on the clock by the test.
+PATIENCE = 30.0
+
+
 def wait_until(predicate, timeout=10.0, what="condition"):
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds.
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds (at least
+    :data:`PATIENCE`).
 
     ``what`` names the condition in the failure message; a callable is called then.
     """
+    timeout = max(timeout, PATIENCE)
     if not wait_for(predicate, timeout):
         pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
 

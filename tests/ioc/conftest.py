@@ -19,7 +19,7 @@ class Recorder:
     def __call__(self, suffix, value):
         self.events.put((suffix, value))
 
-    def wait_for(self, suffix, timeout=5.0):
+    def wait_for(self, suffix, timeout=30.0):
         """Return the value of the next event for ``suffix`` (skipping others)."""
         while True:
             got, value = self.events.get(timeout=timeout)

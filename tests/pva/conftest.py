@@ -10,7 +10,7 @@ import pytest
 from tomostream.pva.server import PvaChannels
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> object:
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
     """Poll ``predicate`` until it returns something true; fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -24,7 +24,8 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str 
 
 @pytest.fixture
 def wait() -> Callable[..., object]:
-    """``wait(predicate, timeout=5.0, what=...)``: poll until true or fail."""
+    """``wait(predicate, timeout=30.0, what=...)``: poll until true or fail (generous: a
+    loaded 2-core machine can hold a thread for seconds)."""
     return wait_until
 
 

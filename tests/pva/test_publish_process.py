@@ -53,13 +53,13 @@ def test_images_ids_and_markers_reach_a_p4p_client(publisher, p4p_ctx, unique_pr
     got = []
     sub = p4p_ctx.monitor(name, got.append)
     try:
-        wait(lambda: got, timeout=10.0, what="first p4p update")
+        wait(lambda: got, timeout=30.0, what="first p4p update")
         np.testing.assert_array_equal(np.asarray(got[-1]), first)
         second = _ortho(16, 2)
         _publish(publisher, name, second, markers=(3, 7, 5), token="second")
         (done,) = _finish(publisher)
         assert (done.token, done.unique_id, done.error) == ("second", 2, None)
-        wait(lambda: got[-1].raw.uniqueId == 2, timeout=10.0, what="second p4p update")
+        wait(lambda: got[-1].raw.uniqueId == 2, timeout=30.0, what="second p4p update")
     finally:
         sub.close()
     image = np.asarray(got[-1])

@@ -99,7 +99,7 @@ def test_updates_queued_while_the_consumer_was_held_all_arrive_in_order(channels
         with sub._ready:               # the consumer blocks on its next frame; pvapy queues on
             for uid in range(1, 41):
                 channels.update(name, _frame(uid))
-            wait(lambda: sub._pvq.getCounters()["nReceived"] >= 41, timeout=5.0,
+            wait(lambda: sub._pvq.getCounters()["nReceived"] >= 41, timeout=30.0,
                  what="the backlog queued")      # frame 0, and 1-40 behind the held consumer
             time.sleep(0.2)
         wait(lambda: sub.last_unique_id == 40, what="the backlog taken")
@@ -124,6 +124,8 @@ def test_updates_turned_away_by_a_full_client_queue_are_counted_as_lost_here(
                 channels.update(name, _frame(uid))
             wait(lambda: sub._pvq.getCounters()["nRejected"] > 0, what="a full client queue")
             time.sleep(0.2)
+        # the consumer must have emptied the client queue, or frame 41 is turned away too
+        wait(lambda: len(sub._pvq) == 0, timeout=30.0, what="the client queue emptied")
         channels.update(name, _frame(41))
         wait(lambda: sub.last_unique_id == 41, what="the last frame")
     c = sub.counters

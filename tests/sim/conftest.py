@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from caproto.threading.client import Context as CaContext
+from helpers import PATIENCE
 from p4p.client.thread import Context as PvaContext
 
 from tomostream.sim import SimBeamline
@@ -20,7 +21,9 @@ REQUEST = "record[queueSize=1000]field()"
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``predicate`` until true (returned) or fail after ``timeout`` seconds."""
+    """Poll ``predicate`` until true (returned) or fail after ``timeout`` seconds (at least
+    :data:`helpers.PATIENCE`)."""
+    timeout = max(timeout, PATIENCE)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
