@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 CAPTURE_STREAM = "capture"
 #: Name of the event stream holding one event per capture.
 CAPTURES_STREAM = "captures"
+#: A capture whose StreamNumTotalCaptured has not changed this long [s] after StreamCapture
+#: completed was skipped by TomoScan (StreamMessage was not Done).
+SKIPPED_AFTER = 10.0
 
 
 def set_recon(tomostream, *, center: float | None = None, filter: str | None = None,
@@ -73,6 +76,18 @@ def configure_capture(tomoscan, num_capture: int | None = None,
         yield from bps.abs_set(tomoscan.stream_num_capture, int(num_capture), wait=True)
     if pre_count is not None:
         yield from bps.abs_set(tomoscan.stream_pre_count, int(pre_count), wait=True)
+
+
+def _changed(signal, before, timeout: float | None = None,
+             poll: float = 0.05) -> Generator[Msg, object, object]:
+    """The value of ``signal`` once it differs from ``before``; ``before`` itself when it has
+    not changed after ``timeout`` [s] (:data:`SKIPPED_AFTER` by default)."""
+    deadline = time.monotonic() + (SKIPPED_AFTER if timeout is None else timeout)
+    while True:
+        value = yield from bps.rd(signal, default_value=None)
+        if value is None or value != before or time.monotonic() > deadline:
+            return value
+        yield from bps.sleep(poll)
 
 
 def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_TIMEOUT,
@@ -158,13 +173,16 @@ def capture(tomoscan, tomostream=None, recorder: CaptureRecorder | None = None, 
         slices = yield from bps.rd(tomostream.recon, default_value=None)
     before = yield from bps.rd(tomoscan.stream_num_total_captured, default_value=None)
     yield from bps.abs_set(tomoscan.stream_capture, 1, wait=True)
+    # the IOC sets StreamFileName and StreamNumTotalCaptured before StreamCapture completes,
+    # but their monitor updates may reach this process after the completion: wait for them
+    total = yield from _changed(tomoscan.stream_num_total_captured, before)
     base = yield from bps.rd(tomoscan.stream_file_name, default_value=None)
-    total = yield from bps.rd(tomoscan.stream_num_total_captured, default_value=None)
     folder = yield from bps.rd(tomoscan.file_path, default_value=None)
     if base is None or folder is None:  # not under a RunEngine
         return None
     if total == before:
-        log.warning("capture skipped by TomoScan (StreamNumTotalCaptured stayed %s)", total)
+        log.warning("capture skipped by TomoScan (StreamNumTotalCaptured stayed %s for %g s)",
+                    total, SKIPPED_AFTER)
         return None
     main = Path(str(folder)) / check_file_name(str(base))
     saved = None if before is None or total is None else int(total) - int(before)
