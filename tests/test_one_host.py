@@ -259,9 +259,10 @@ def test_readme_one_host_block_shows_the_slices_to_a_loopback_client(tmp_path):
 
         assert off_loopback(shell.pid, {int(entry.split(":")[1]) for entry in ca_list}) == []
     finally:
-        stop_group(shell.pid)
+        stop_group(shell.pid)  # Ctrl-C, as a terminal sends it to the whole foreground group
         shell.wait(timeout=60)
     assert group_processes(shell.pid) == []
+    assert shell.returncode == 0 and "Traceback" not in log_path.read_text(), log_path.read_text()
 
 
 def test_a_server_on_all_interfaces_tells_loopback_clients_they_will_not_find_it():
