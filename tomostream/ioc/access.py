@@ -59,9 +59,18 @@ def server_interfaces(interfaces: str | Sequence[str] | None = None, *,
 
 
 def bind_env(interfaces: Sequence[str]) -> dict[str, str]:
-    """Environment variables that make CA and PVA servers of this process bind ``interfaces``."""
-    listed = " ".join(interfaces)
-    return {"EPICS_CAS_INTF_ADDR_LIST": listed, "EPICS_PVAS_INTF_ADDR_LIST": listed}
+    """Environment variables that make CA and PVA servers of this process bind ``interfaces``.
+
+    pvAccess (pvapy) binds one address only (a list is refused with "EPICS_PVAS_INTF_ADDR_LIST
+    contains invalid IP"): PV Access binds the first. Servers bound to loopback only send
+    their Channel Access beacons to loopback too, not to the network's broadcast address.
+    """
+    env = {"EPICS_CAS_INTF_ADDR_LIST": " ".join(interfaces),
+           "EPICS_PVAS_INTF_ADDR_LIST": interfaces[0]}
+    if all(ipaddress.ip_address(a).is_loopback for a in interfaces):
+        env.update(EPICS_CAS_BEACON_ADDR_LIST=" ".join(interfaces),
+                   EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO")
+    return env
 
 
 def resolve_hosts(hosts: Iterable[str]) -> frozenset[str]:

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import mmap
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -435,6 +436,7 @@ def _child_main(fd: int) -> int:  # pragma: no cover - runs in the child process
     """Serve publications sent over ``fd`` until told to close or the parent goes away."""
     from .server import PvaChannels
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the parent
     if not keep_freed_blocks():
         log.info("not glibc: each image is encoded into fresh memory")
     conn = Connection(fd)

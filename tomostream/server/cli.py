@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from ..epics_env import apply_env
+from ..epics_env import apply_env, ca_server_port, serving_report
 from ..errors import TomostreamError
 from ..io.catalog import default_data_dir
 from ..ioc.access import ALL_INTERFACES, WriteAllowList, bind_env, server_interfaces, split_hosts
@@ -62,12 +62,16 @@ def _parser() -> argparse.ArgumentParser:
             "  TomoStream PVs (by client IP address); every host may still read them. The\n"
             "  server is also a CA client of the TomoScan IOC and a PVA client of the detector:\n"
             "  EPICS_CA_ADDR_LIST / EPICS_PVA_ADDR_LIST must reach them.\n\n"
-            "Beside the simulated beamline on one host (two CA servers need two ports):\n"
+            "  At start-up the server prints where it serves and what a client must export.\n"
+            "  PV Access bound to all interfaces leaves loopback out: a client limited to\n"
+            "  127.0.0.1 finds the slices only with --interfaces 127.0.0.1.\n\n"
+            "Beside the simulated beamline on one host, all on loopback (two CA servers need\n"
+            "two ports):\n"
             "  export EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_ADDR_LIST='127.0.0.1:5064 127.0.0.1:5066'\n"
             "  export EPICS_PVA_AUTO_ADDR_LIST=NO EPICS_PVA_ADDR_LIST=127.0.0.1\n"
-            "  tomostream sim --ca-port 5064 &\n"
-            "  tomostream serve --ca-port 5066 --prefix 2bmb:TomoStream:\n"
-            "  caput 2bmb:TomoStream:StartRecon 1; caput 2bmb:TomoScanStream:StartScan 1\n\n"
+            "  EPICS_CA_SERVER_PORT=5064 tomostream sim &\n"
+            "  EPICS_CA_SERVER_PORT=5066 tomostream serve --interfaces 127.0.0.1\n"
+            "  caproto-put 2bmb:TomoStream:StartRecon 1; caproto-put 2bmb:TomoScanStream:StartScan 1\n\n"
             + (TomoStreamIOC.__doc__ or "")
         ),
     )
@@ -129,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     with StreamServer(args.prefix, ca_port=args.ca_port, backend=args.backend,
                       max_rate=args.max_rate, interfaces=interfaces, write_hosts=write_hosts,
                       autosave=autosave, overrides=given, **defaults) as server:
+        print(serving_report("tomostream serve", interfaces=interfaces,
+                             ca_port=ca_server_port(args.ca_port), ca_pvs=args.prefix + "*",
+                             pva_channels=[str(server.ioc.value("ReconPVAName"))]), flush=True)
         log.info("TomoStream IOC %s serving; Ctrl-C stops", server.prefix)
         while not done.wait(3600):
             pass

@@ -1,14 +1,15 @@
 """``tomostream sim``: run the simulated TomoScan streaming beamline until Ctrl-C.
 
-Example, simulator and stream server side by side on one host (each Channel Access server
-needs its own search port, and clients must list both)::
+Example, simulator and stream server side by side on one host, all on loopback (each
+Channel Access server needs its own search port, and clients must list both; PV Access
+servers bound to 127.0.0.1 find each other)::
 
-    export EPICS_CA_AUTO_ADDR_LIST=NO
-    export EPICS_CA_ADDR_LIST="127.0.0.1:5064 127.0.0.1:5066"
-    EPICS_CA_SERVER_PORT=5064 tomostream sim --prefix 2bmb:TomoScanStream: --size 512 --fps 200 &
-    EPICS_CA_SERVER_PORT=5066 tomostream serve --prefix 2bmb:TomoStream:
+    export EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_ADDR_LIST="127.0.0.1:5064 127.0.0.1:5066"
+    export EPICS_PVA_AUTO_ADDR_LIST=NO EPICS_PVA_ADDR_LIST=127.0.0.1
+    EPICS_CA_SERVER_PORT=5064 tomostream sim &
+    EPICS_CA_SERVER_PORT=5066 tomostream serve --interfaces 127.0.0.1
 
-Then ``caput 2bmb:TomoScanStream:StartScan 1`` starts a scan; the images stream on
+Then ``caproto-put 2bmb:TomoScanStream:StartScan 1`` starts a scan; the images stream on
 ``<plugin prefix>Image`` (PV Access), dark/flat/theta on ``<prefix>StreamDarkFields``,
 ``StreamFlatFields`` and ``StreamTheta``.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Sequence
 
 from ..childproc import popen_with_parent
-from ..epics_env import apply_env
+from ..epics_env import apply_env, ca_server_port, serving_report
 from ..errors import TomostreamError
 from ..ioc.access import LOOPBACK, bind_env, server_interfaces, split_hosts
 from .beamline import SimBeamline
@@ -46,12 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tomostream sim", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n", 1)[0] + "\n\n" + (TomoScanStreamIOC.__doc__ or ""),
-        epilog=("The CA search port is --ca-port, else EPICS_CA_SERVER_PORT, else 5064.\n\n"
-                "Running sim and server side by side on one host: give each its own CA port\n"
-                "and list both in EPICS_CA_ADDR_LIST, e.g.\n"
-                "  EPICS_CA_ADDR_LIST='127.0.0.1:5064 127.0.0.1:5066' EPICS_CA_AUTO_ADDR_LIST=NO\n"
-                "  EPICS_CA_SERVER_PORT=5064 tomostream sim ...\n"
-                "  EPICS_CA_SERVER_PORT=5066 tomostream serve ..."))
+        epilog=("The CA search port is --ca-port, else EPICS_CA_SERVER_PORT, else 5064; the PVA\n"
+                "search port EPICS_PVAS_BROADCAST_PORT, else 5076. At start-up the simulator\n"
+                "prints where it serves and what a client must export to find it.\n\n"
+                "Running sim and server side by side on one host: give each its own CA port,\n"
+                "list both in EPICS_CA_ADDR_LIST, and keep PV Access on loopback too:\n"
+                "  export EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_ADDR_LIST='127.0.0.1:5064 127.0.0.1:5066'\n"
+                "  export EPICS_PVA_AUTO_ADDR_LIST=NO EPICS_PVA_ADDR_LIST=127.0.0.1\n"
+                "  EPICS_CA_SERVER_PORT=5064 tomostream sim &\n"
+                "  EPICS_CA_SERVER_PORT=5066 tomostream serve --interfaces 127.0.0.1"))
     p.add_argument("--prefix", default="2bmb:TomoScanStream:", help="TomoScan PV prefix")
     p.add_argument("--plugin-prefix", default="2bmSP1:Pva1:",
                    help="detector PVA plugin prefix (images on <prefix>Image)")
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    port = args.ca_port if args.ca_port is not None else int(os.environ.get("EPICS_CA_SERVER_PORT", 5064))
+    port = ca_server_port(args.ca_port)
     stop = threading.Event()
     try:
         interfaces = server_interfaces(args.interfaces, default=LOOPBACK)
@@ -114,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"tomostream sim: {args.prefix} on CA port {port}, images on {', '.join(sim.image_channels)}; "
-          "Ctrl-C stops", flush=True)
+    print(serving_report("tomostream sim", interfaces=interfaces, ca_port=port, ca_pvs=args.prefix + "*",
+                         pva_channels=[*sim.image_channels, sim.dark_channel, sim.flat_channel,
+                                       sim.theta_channel]), flush=True)
+    print("tomostream sim: running; Ctrl-C stops", flush=True)
     try:
         if args.start_scan:
             sim.put("StartScan", "Acquire")
