@@ -52,8 +52,8 @@ def test_capture_table():
         ("read", "tomostream_recon", ()),  # slices at trigger time, before the capture
         ("read", "tomoscan_stream_num_total_captured", ()),
         ("set", "tomoscan_stream_capture", (1,)), ("wait", None, ()),
+        ("read", "tomoscan_stream_num_total_captured", ()),  # until it changes (or not)
         ("read", "tomoscan_stream_file_name", ()),  # a base name ...
-        ("read", "tomoscan_stream_num_total_captured", ()),
         ("read", "tomoscan_file_path", ()),  # ... in FilePath
     ]  # without a RunEngine no file is named: nothing to record
 
