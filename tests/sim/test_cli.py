@@ -28,6 +28,12 @@ def test_bad_option_is_a_clear_error(capsys):
     assert "width=30" in capsys.readouterr().err
 
 
+def test_a_center_that_puts_the_sample_out_of_the_field_is_a_clear_error(capsys):
+    assert main(["--size", "128", "--center", "20", "--ca-port", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "center=20 pixels puts the sample" in err and "out of the 128-pixel field" in err
+
+
 def test_runs_until_sigint_and_scans(sim_ca_port, unique_prefix, ca_for, wait):
     prefix = unique_prefix + "Cli:"
     env = dict(os.environ, EPICS_CA_SERVER_PORT=str(sim_ca_port))

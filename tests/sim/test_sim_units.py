@@ -38,11 +38,11 @@ def test_unique_id_wrap_and_index():
 
 
 def test_noiseless_frames_are_exact_projections():
-    src = FrameSource(DetectorOptions(width=32, height=16, center_offset=1.5))
+    src = FrameSource(DetectorOptions(width=32, height=16, center=17.5))
     theta = angle_table("continuous", 3.0, 7.0, 100)
     src.prepare(theta)
     assert src.exact
-    p = project(default_phantom(32, 16), theta[:60:7], 32, 16, center=16 + 1.5)
+    p = project(default_phantom(32, 16), theta[:60:7], 32, 16, center=17.5)
     for i, k in enumerate(range(0, 60, 7)):
         expected = src.dark + src.open_beam * np.exp(-p[i])
         frame = src.projection(theta[k], k)
@@ -107,7 +107,8 @@ def test_zingers_hit_about_the_asked_fraction():
 
 
 @pytest.mark.parametrize("bad", [dict(width=30), dict(dtype="int64"), dict(photons=-1.0),
-                                 dict(center_offset=40.0), dict(zingers=0.5)])
+                                 dict(center=10.0), dict(center=float("nan")),
+                                 dict(zingers=0.5)])
 def test_bad_detector_options_name_the_parameter(bad):
     name = next(iter(bad))
     with pytest.raises(BadParameter, match=name):

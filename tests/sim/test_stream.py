@@ -53,7 +53,7 @@ def test_unique_id_wraps_at_65535(make_sim, ca_for, pva, wait):
 
 
 def test_noiseless_frames_equal_analytic_projections(make_sim, ca_for, pva, wait):
-    sim = make_sim(width=48, height=32, center_offset=2.0, num_angles=40, step=4.5, fps=200.0)
+    sim = make_sim(width=48, height=32, center=26.0, num_angles=40, step=4.5, fps=200.0)
     ca = ca_for(sim.prefix)
     images, dark, flat = pva(sim.image_channel), pva(sim.dark_channel, "f"), pva(sim.flat_channel, "f")
     theta_mon = pva(sim.theta_channel, "f")
@@ -65,7 +65,7 @@ def test_noiseless_frames_equal_analytic_projections(make_sim, ca_for, pva, wait
     for uid, frame, _ in frames[::9]:
         assert frame.shape == (32, 48) and frame.dtype == np.uint16
         angle = theta[frame_index(uid, first, False)]
-        p = project(default_phantom(48, 32), [angle], 48, 32, center=24 + 2.0)[0]
+        p = project(default_phantom(48, 32), [angle], 48, 32, center=26.0)[0]
         np.testing.assert_allclose(frame, d + (f - d) * np.exp(-p), atol=1.01)
 
 

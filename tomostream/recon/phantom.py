@@ -64,6 +64,15 @@ def default_phantom(n: int, nz: int | None = None, mu: float | None = None) -> l
     ]
 
 
+def reach(ellipsoids: Sequence[Ellipsoid]) -> float:
+    """Farthest any of ``ellipsoids`` reaches from the rotation axis [pixels] (a bound).
+
+    ``hypot(x0, y0) + max(a, b)`` over the ellipsoids: every projection of them lies within
+    this distance of the axis's column, at every angle.
+    """
+    return max((float(np.hypot(e.x0, e.y0)) + max(e.a, e.b) for e in ellipsoids), default=0.0)
+
+
 def project(ellipsoids: Sequence[Ellipsoid], angles: np.ndarray, n: int, nz: int,
             center: float | None = None) -> np.ndarray:
     """Exact line integrals of ``ellipsoids`` (the sample's ``-log`` transmission).

@@ -118,7 +118,7 @@ class SimBeamline:
         files. TomoScan's thread may still run after StreamCapture reads Done; a delay
         reproduces that for readers that must wait for complete files.
     dtype : {"uint16", "uint8", "float32"}
-    photons, zingers, center_offset, read_noise, intensity, cache_mb, seed
+    photons, zingers, center, read_noise, intensity, cache_mb, seed
         Detector options, see :class:`~tomostream.sim.detector.DetectorOptions`.
     inclusion : {"grow", "move"} or Inclusion or None
         The part of the sample that changes during each scan.
@@ -136,7 +136,7 @@ class SimBeamline:
                  num_angles: int = 1500, scan_type: str = "continuous", sweep: int | None = None,
                  first_projid: int = 1, wrap_unique_id: bool = False, num_dark: int = 10,
                  num_flat: int = 10, ring_size: int | None = None, dtype: str = "uint16",
-                 photons: float = 0.0, zingers: float = 0.0, center_offset: float = 0.0,
+                 photons: float = 0.0, zingers: float = 0.0, center: float | None = None,
                  read_noise: float = 2.0, intensity: float | None = None, cache_mb: float = 512.0,
                  inclusion: str | Inclusion | None = "grow", seed: int = 0,
                  interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
@@ -149,7 +149,7 @@ class SimBeamline:
             inclusion = _named_inclusion(inclusion, width, height, num_angles)
         self.options = DetectorOptions(width=width, height=height, dtype=dtype, intensity=intensity,
                                        photons=photons, read_noise=read_noise, zingers=zingers,
-                                       center_offset=center_offset, inclusion=inclusion,
+                                       center=center, inclusion=inclusion,
                                        cache_mb=cache_mb, seed=seed)
         self.source = FrameSource(self.options)
         self.prefix = prefix

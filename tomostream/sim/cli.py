@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("uint16", "uint8", "float32"), default="uint16")
     p.add_argument("--photons", type=float, default=2000.0, help="photons per pixel (0 = noiseless)")
     p.add_argument("--zingers", type=float, default=0.0, help="fraction of pixels hit per frame")
-    p.add_argument("--center-offset", type=float, default=0.0, help="rotation axis offset [pixels]")
+    p.add_argument("--center", type=float, default=None,
+                   help="detector column of the rotation axis (the Center the reconstruction needs); "
+                        "any column keeping the sample in the field [pixels, default size/2]")
     p.add_argument("--inclusion", choices=("grow", "move", "none"), default="grow",
                    help="part of the sample that changes during the scan")
     p.add_argument("--first-projid", type=int, default=1, help="uniqueId of the first frame")
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                           width=args.size, height=args.height or args.size, fps=args.fps, step=args.step,
                           ca_port=port, data_dir=args.data_dir, num_angles=args.num_angles,
                           scan_type=args.scan_type, dtype=args.dtype, photons=args.photons,
-                          zingers=args.zingers, center_offset=args.center_offset,
+                          zingers=args.zingers, center=args.center,
                           inclusion=args.inclusion, first_projid=args.first_projid,
                           wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb,
                           interfaces=interfaces, write_hosts=split_hosts(args.write_hosts) or None,

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import BadParameter
-from ..recon.phantom import Ellipsoid, default_phantom, project
+from ..recon.phantom import Ellipsoid, default_phantom, project, reach
 from .scan import Inclusion
 
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
@@ -63,8 +63,10 @@ class DetectorOptions:
         Standard deviation of the dark noise (ignored when ``photons`` is 0).
     zingers : float
         Fraction of pixels per frame hit by a zinger (0 = none).
-    center_offset : float [pixels]
-        Rotation axis position relative to the detector centre ``width / 2``.
+    center : float [pixels], optional
+        Detector column of the rotation axis, in the reconstruction's convention (a point on
+        the axis projects onto it); ``width / 2`` by default. Any column that keeps the whole
+        sample (phantom and inclusion) in the field.
     inclusion : Inclusion or None
         The part of the sample that changes during the scan.
     phantom : sequence of Ellipsoid, optional
@@ -84,7 +86,7 @@ class DetectorOptions:
     photons: float = 0.0
     read_noise: float = 2.0
     zingers: float = 0.0
-    center_offset: float = 0.0
+    center: float | None = None
     inclusion: Inclusion | None = None
     phantom: Sequence[Ellipsoid] | None = field(default=None, compare=False)
     cache_mb: float = 512.0
@@ -103,9 +105,23 @@ class DetectorOptions:
                 raise BadParameter(f"{name}={v} must be a finite number >= 0")
         if self.zingers > 0.1:
             raise BadParameter(f"zingers={self.zingers} is a fraction of pixels, at most 0.1")
-        if abs(self.center_offset) >= self.width / 2:
-            raise BadParameter(f"center_offset={self.center_offset} pixels puts the axis off "
-                               f"the {self.width}-pixel detector")
+        self._check_center()
+
+    def _check_center(self) -> None:
+        """The sample, turning about column ``center``, must stay within the detector."""
+        center = self.width / 2.0 if self.center is None else self.center
+        if not np.isfinite(center):
+            raise BadParameter(f"center={self.center} is not a finite column [pixels]")
+        parts = list(self.phantom) if self.phantom is not None else default_phantom(self.width, self.height)
+        inc = self.inclusion
+        if inc is not None:                  # it moves and grows linearly: its ends reach farthest
+            parts += [e for e in (inc.at(inc.start_frame), inc.at(inc.start_frame + inc.frames))
+                      if e is not None]
+        r = reach(parts)
+        if not r <= center <= self.width - r:
+            raise BadParameter(f"center={center:g} pixels puts the sample (reaching {r:.1f} pixels "
+                               f"from the axis) out of the {self.width}-pixel field: the axis must "
+                               f"be in {r:.1f}..{self.width - r:.1f}")
 
 
 @njit(cache=True, nogil=True)
@@ -155,7 +171,7 @@ class FrameSource:
         self.options = o = options
         self.dtype = np.dtype(DTYPES[o.dtype])
         self.phantom = list(o.phantom) if o.phantom is not None else default_phantom(o.width, o.height)
-        self.center = o.width / 2.0 + o.center_offset
+        self.center = o.width / 2.0 if o.center is None else float(o.center)
         self.intensity = _DEFAULT_INTENSITY[o.dtype] if o.intensity is None else float(o.intensity)
         dark_level = _DEFAULT_DARK[o.dtype] if o.dark_level is None else float(o.dark_level)
         rng = np.random.default_rng(o.seed)
