@@ -129,3 +129,24 @@ def test_image_assembled_on_the_device_equals_numpy_with_its_peak(n, nz):
     np.testing.assert_allclose(b, a, atol=1e-4 * np.abs(a).max())
     assert (b[n:, :n] == 0).all() and (b[nz:, n:] == 0).all()
     assert gpu.peak == pytest.approx(float(b.max())) and cpu.peak is None
+
+
+@pytest.mark.parametrize("nz", [NZ, 300])            # 300 rows: the estimate reads 256 of them
+def test_center_estimate_cupy_equals_numpy(nz):
+    from tomostream.recon.phantom import default_phantom
+
+    center = N / 2 + 2.5
+    recs = [OrthoReconstructor(width=N, height=nz, buffer_size=60, backend=b) for b in ("numpy", "cupy")]
+    angles = 200.0 + np.arange(90) * 3.0                 # the last 180 degrees fill every slot
+    clean = transmission(default_phantom(N, nz), angles, n=N, nz=nz, center=center)
+    frames = np.round(clean * np.random.default_rng(5).normal(1.0, 0.01, clean.shape)).astype(np.uint16)
+    for r in recs:
+        r.set_flat(np.full((nz, N), FLAT))
+        r.push(frames[:50], angles[:50])
+    assert all(np.isnan(r.estimate_center()) for r in recs)     # 150 degrees: none yet
+    for r in recs:
+        r.push(frames[50:], angles[50:])
+    cpu, gpu = (r.estimate_center() for r in recs)
+    assert recs[1].backend == "cupy"
+    assert abs(cpu - center) <= 0.25
+    assert gpu == pytest.approx(cpu, abs=1e-3)

@@ -19,6 +19,7 @@ from tomostream.errors import BadFrame, BadParameter
 from tomostream.recon import paganin
 from tomostream.recon._cpu_kernels import MIN_TRANSMISSION
 from tomostream.recon.backend import cpu_backend, select_backend
+from tomostream.recon.center import find_seam, frame_rows, seam_center
 from tomostream.recon.filters import filter_rows, filter_window, padded_length
 from tomostream.recon.geometry import slice_points
 from tomostream.recon.params import ReconParams, default_params
@@ -449,6 +450,29 @@ class OrthoReconstructor:
         refilled as soon as :meth:`push` returns.
         """
         return self._be.empty_host((int(count), self.height, self.width), np.dtype(dtype))
+
+    def estimate_center(self) -> float:
+        """The rotation axis found from the buffered frames [pixels, detector column, as
+        ``params.center``]: the frames that close the 180-degree half turn against the mirror
+        images of those that open it (:mod:`.center`), normalised with the dark and flat fields
+        (``-log``, no filter). NaN until the buffer covers 180 degrees, and where the two sides
+        do not show one sample. Runs on the device and stream of the pushes: call it from the
+        thread that pushes.
+        """
+        seam = find_seam(self._angle)
+        if seam is None or self._raw is None:
+            return math.nan
+        be = self._be
+        try:
+            with self._stream:
+                slots, rows = be.asarray(seam.slots), be.asarray(frame_rows(self.height))
+                raw = self._raw[slots[:, None], rows[None, :]]
+                out = be.xp.empty(raw.shape, dtype=be.xp.float32)
+                be.kernels.preprocess(raw, self._dark[rows], self._flat[rows], True, out,
+                                      be.xp.zeros_like(self._bad))
+                return seam_center(out, seam, be.xp)
+        except be.failures:             # the next push or image meets the failure and degrades
+            return math.nan
 
     def synchronize(self) -> None:
         """Wait until all queued device work is done (no-op on the CPU)."""
