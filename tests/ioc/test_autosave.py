@@ -74,6 +74,22 @@ def test_settings_survive_a_restart(prefix, stream_ca_port, tmp_path):
         assert ca.get("TomoScanPVPrefix") == "2bmb:TomoScanStream:"      # saved unchanged
 
 
+def test_center_auto_is_not_saved_and_starts_at_no(prefix, stream_ca_port, tmp_path):
+    path = tmp_path / "ts.sav"
+    ca = Ca(prefix)
+    with Ioc(prefix, stream_ca_port, path) as ioc:
+        ca.put("CenterAuto", "Yes")
+        ca.put("Center", 101.25)
+        wait_until(lambda: path.exists() and ioc.autosave.load().get("Center") == 101.25, 10.0,
+                   "Center in the autosave file")
+        assert "CenterAuto" not in ioc.autosave.load()
+    with Ioc(prefix, stream_ca_port, path):
+        pv = epics.get_pv(prefix + "CenterAuto")
+        wait_until(lambda: pv.connected, 60.0, "CenterAuto reconnected")
+        assert ca.get("Center") == pytest.approx(101.25)
+        assert ca.get("CenterAuto", as_string=True) == "No"
+
+
 def test_the_file_is_written_on_change_only(prefix, stream_ca_port, tmp_path):
     path = tmp_path / "ts.sav"
     with Ioc(prefix, stream_ca_port, path, period=3600) as ioc:

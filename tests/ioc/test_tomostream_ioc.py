@@ -37,6 +37,7 @@ EXPECTED = {
     "FramesReceived": ("longin", None), "FramesUsed": ("longin", None),
     "FramesDropped": ("longin", None), "FramesLost": ("longin", None), "FramesBad": ("longin", None),
     "ImagePlugins": ("longout", None),
+    "CenterEstimate": ("ao", None), "CenterAuto": ("bo", ("No", "Yes")),
 }
 
 # one valid write per writable PV: suffix -> (value written, value read back)
@@ -52,7 +53,7 @@ WRITES = {
     "OrthoX": (7, 7), "OrthoY": (8, 8), "OrthoZ": (9, 9),
     "RotX": (1.5, 1.5), "RotY": (-2.0, -2.0), "RotZ": (30.0, 30.0),
     "Energy": (25.0, 25.0), "Distance": (150.0, 150.0), "Alpha": (0.001, 0.001),
-    "PixelSize": (0.65, 0.65), "ImagePlugins": (2, 2),
+    "PixelSize": (0.65, 0.65), "ImagePlugins": (2, 2), "CenterAuto": (1, "Yes"),
 }
 
 
@@ -82,11 +83,14 @@ def test_every_pv_answers_with_its_record_type_and_enums(ioc):
             pv = epics.get_pv(group.prefix + suffix)
             assert pv.wait_for_connection(5.0)
             assert tuple(pv.get_ctrlvars(timeout=5.0)["enum_strs"]) == enums, suffix
-    for suffix, units in (("Center", "pixels"), ("Energy", "keV"), ("ReconTime", "s")):
+    for suffix, units in (("Center", "pixels"), ("Energy", "keV"), ("ReconTime", "s"),
+                          ("CenterEstimate", "pixels")):
         pv = epics.get_pv(group.prefix + suffix)
         assert pv.wait_for_connection(5.0)
         assert pv.get_ctrlvars(timeout=5.0)["units"] == units
     assert caget(group, "ReconStatus", as_string=True) == "Stopped"
+    assert math.isnan(caget(group, "CenterEstimate"))       # no estimate before any frame
+    assert caget(group, "CenterAuto", as_string=True) == "No"
 
 
 def test_write_every_writable_pv_once(ioc):
@@ -101,7 +105,8 @@ def test_write_every_writable_pv_once(ioc):
 
 def test_read_only_pvs_refuse_client_writes(ioc):
     group, _, _ = ioc
-    for suffix in ("ReconStatus", "ReconTime", "BufferSize", "ServerRunning", "FramesUsed"):
+    for suffix in ("ReconStatus", "ReconTime", "BufferSize", "ServerRunning", "FramesUsed",
+                   "CenterEstimate"):
         pv = epics.get_pv(group.prefix + suffix)
         assert pv.wait_for_connection(5.0)
         assert not pv.write_access, suffix

@@ -53,6 +53,8 @@ class TomoStream(Device):
     distance = Cpt(EpicsSignal, "Distance", put_complete=True, kind="config")  # [mm]
     alpha = Cpt(EpicsSignal, "Alpha", put_complete=True, kind="config")
     pixel_size = Cpt(EpicsSignal, "PixelSize", put_complete=True, kind="config")  # [um]
+    #: "Yes": Center follows center_estimate
+    center_auto = Cpt(EpicsSignal, "CenterAuto", string=True, put_complete=True, kind="config")
 
     # --- status -------------------------------------------------------------------------------
     recon_status = Cpt(EpicsSignalRO, "ReconStatus", string=True, kind="normal")
@@ -64,6 +66,7 @@ class TomoStream(Device):
     frames_lost = Cpt(EpicsSignalRO, "FramesLost", kind="normal")
     frames_bad = Cpt(EpicsSignalRO, "FramesBad", kind="normal")
     server_running = Cpt(EpicsSignalRO, "ServerRunning", string=True, kind="normal")
+    center_estimate = Cpt(EpicsSignalRO, "CenterEstimate", kind="normal")  # [pixels], NaN: none yet
 
     # --- commands -----------------------------------------------------------------------------
     start_recon = Cpt(EpicsSignal, "StartRecon", put_complete=True, kind="omitted")

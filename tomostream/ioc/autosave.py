@@ -37,7 +37,9 @@ from ..errors import AutosaveError
 log = logging.getLogger(__name__)
 
 #: Settings saved and restored: the APS ``tomoStream_settings.req`` (less BufferSize, a
-#: read-back here) and ImagePlugins.
+#: read-back here) and ImagePlugins. CenterAuto is not saved: it is a mode that rewrites Center,
+#: so a restart keeps the Center saved (set by hand or by the mode) until someone asks again
+#: (it starts at No), rather than moving it as soon as the next sample turns.
 AUTOSAVED: tuple[str, ...] = (
     "TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName", "FlatPVAName",
     "ThetaPVAName", "ReconPVAName", "Center", "CenterTweak", "Dezinger", "RingRemoval",

@@ -275,6 +275,21 @@ class ReconState(_Part):
                            doc="malformed frames or frames of the wrong size, skipped")
 
 
+class AxisFinding(_Part):
+    """The rotation axis found from the buffered frames while the sample turns."""
+
+    CenterEstimate = pvproperty(value=math.nan, record="ao", units="pixels", precision=2,
+                                read_only=True,
+                                doc="rotation axis found from the 180 degree buffer, a detector "
+                                    "column as Center [pixels]; NaN until the buffer allows one")
+    CenterAuto = pvproperty(value="No", enum_strings=NO_YES, dtype=CheckedEnum, record="bo",
+                            doc="Yes: Center follows CenterEstimate")
+
+    @CenterAuto.putter
+    async def CenterAuto(self, instance, value):
+        return await self._accept("CenterAuto", value)
+
+
 class Control(_Part):
     """Start / stop and the server heartbeat."""
 
@@ -351,6 +366,10 @@ class TomoStreamIOC(PVGroup):
     frame size (binning). RingRemoval fw is kept
     but not applied (the reconstruction engine has no ring filter); ReconStatus says so.
 
+    Rotation axis: CenterEstimate (ao, pixels, read-only; the axis found from the buffered
+    frames, NaN until they cover 180 degrees), CenterAuto (bo No/Yes; Yes: Center follows
+    CenterEstimate).
+
     Status (read-only): ReconStatus (waveform of char), ReconTime (ao, s), BufferSize
     (stringout "filled/size"), FramesReceived, FramesUsed, FramesDropped, FramesLost,
     FramesBad (longin, frames).
@@ -375,6 +394,7 @@ class TomoStreamIOC(PVGroup):
     channels = SubGroup(ChannelNames, prefix="")
     params = SubGroup(ReconParams, prefix="")
     state = SubGroup(ReconState, prefix="")
+    axis = SubGroup(AxisFinding, prefix="")
     control = SubGroup(Control, prefix="")
 
     def __init__(self, prefix: str, *, listener: Listener | None = None, **kwargs):
