@@ -5,6 +5,7 @@
 
 - :mod:`.stream_server`: the server (IOC, worker and heartbeat threads, publisher);
 - :mod:`.session`: one StartRecon (connections, reconstructor, counters);
+- :mod:`.axis`: the rotation axis found live (CenterEstimate, CenterAuto);
 - :mod:`.frames`: frame bookkeeping (angle lookup across uniqueId wraps, FrameType history,
   counters, latency);
 - :mod:`.cli`: the command line.

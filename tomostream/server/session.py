@@ -26,6 +26,7 @@ from ..pva.scatter import ScatterSubscriber, plugin_prefixes
 from ..pva.subscriber import LatestValue, missing_ids
 from ..recon import OrthoReconstructor
 from ..recon.reconstructor import FRAME_DTYPES
+from .axis import AxisFollower
 from .frames import (
     FRAME_TYPES,
     PROJECTION,
@@ -214,6 +215,8 @@ class StreamSession:
         #: (monotonic time due, frame): frames waiting for late FrameType changes.
         self.held: collections.deque = collections.deque()
         self.waiting: str | None = "connections"
+        #: CenterEstimate and CenterAuto.
+        self.axis = AxisFollower(server)
         server.latency = LatencyStats()
         server.arrival = LatencyStats()
         server.receive = LatencyStats()
@@ -321,6 +324,7 @@ class StreamSession:
                 if frames:
                     self._process(frames)
                 self._maybe_publish()
+                self.axis.step(self)
                 self._maybe_report()
         finally:
             self.finished = True

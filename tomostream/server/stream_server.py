@@ -272,11 +272,12 @@ class StreamServer:
         """IOC listener (runs in the IOC loop): hand the write to the worker."""
         self.commands.put((suffix, value))
 
-    def set_pvs(self, values: dict) -> None:
+    def set_pvs(self, values: dict, validate: bool = False) -> None:
         """Write ``{suffix: value}`` as the server (no validation), from any thread but the
-        IOC loop; waits until written. Does nothing once the IOC has stopped."""
+        IOC loop; waits until written. Does nothing once the IOC has stopped. ``validate``:
+        write as a client would, through the PVs' checks, and hand the change to the worker."""
         try:
-            self._ioc_thread.run_coroutine(self.ioc.update(values))
+            self._ioc_thread.run_coroutine((self.ioc.apply if validate else self.ioc.update)(values))
         except (RuntimeError, TimeoutError, AttributeError) as exc:  # IOC stopping
             log.debug("could not update %s: %s", list(values), exc)
 
