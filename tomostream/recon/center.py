@@ -11,10 +11,10 @@ that end the half turn meet the mirror images of the frames that begin it, one s
 first :data:`SIDE` (to be mirrored), with weights that extrapolate each side along the angle
 (Lagrange polynomials through the frames' actual angles) to the angle where they meet, so the
 sample's rotation between the two sides does not bias the axis. :func:`seam_center` then
-finds the shift between the two extrapolated projections and their mirror image by a
-cross-correlation over detector rows, band-limited to the derivative of the projections
-(edges weigh, offsets and slow trends of the flat field do not), refined to a small fraction
-of a pixel by Newton steps on its exact Fourier series.
+finds the shift between one extrapolated side and the mirror image of the other by a
+generalised cross-correlation over detector rows (each spatial frequency weighed by its
+signal-to-noise ratio, :func:`cross_spectrum`), refined to a small fraction of a pixel by
+Newton steps on its exact Fourier series (:func:`mirror_shift`).
 
 The device part (combining the frames, FFTs, the cross-power spectrum summed over rows) runs on
 the array module ``xp`` given (NumPy or CuPy); the refinement works on the spectrum, a few
@@ -38,12 +38,11 @@ SIDE = 3
 MAX_SEAM_STEPS = 2.5
 #: Most detector rows the estimate uses (evenly spread); more add time, not accuracy.
 MAX_ROWS = 256
-#: Centre of the band of spatial frequencies the correlation weighs [cycles/pixel]: the
-#: derivative (f^2) rolled off by exp(-(f / BAND)^2) against noise.
-BAND = 0.08
+#: Largest squared coherence a frequency is credited with (its weight grows as 1 / (1 - c^2)).
+MAX_COHERENCE = 0.99
 #: Least normalised correlation of the two sides: below it the frames do not show one sample
 #: (no sample in the beam, frames of another scan) and there is no estimate.
-MIN_MATCH = 0.2
+MIN_MATCH = 0.3
 
 
 @dataclass(frozen=True)
@@ -123,14 +122,16 @@ def frame_rows(height: int) -> np.ndarray:
     return np.unique(np.linspace(0, height - 1, MAX_ROWS).round().astype(np.int64))
 
 
-def _band(length: int) -> np.ndarray:
-    """Weights of the ``rfft`` frequencies of ``length``-point rows: ``(2 pi f)^2 exp(-(f/BAND)^2)``."""
-    f = np.arange(length // 2 + 1) / length
-    return (2.0 * np.pi * f) ** 2 * np.exp(-((f / BAND) ** 2))
-
-
 def cross_spectrum(after, before, xp) -> np.ndarray:
-    """Cross-power spectrum of ``after`` and mirrored ``before``, summed over rows (on the host).
+    """Weighted cross-power spectrum of ``after`` and mirrored ``before`` over rows (on the host).
+
+    The weights are those of the maximum-likelihood generalised cross-correlation (Knapp &
+    Carter 1976): each frequency counts by its signal-to-noise ratio ``c^2 / (1 - c^2)``, with
+    ``c`` the coherence of the two sides at that frequency across detector rows, and by its
+    phase alone (the spectrum divided by its magnitude). Frequencies where the sample shows
+    weigh, those where noise dominates do not, whatever the detector's size and the sample's
+    detail; the mean (frequency 0) is left out, so an offset of the flat field does not pull the
+    axis towards the middle of the detector.
 
     Parameters
     ----------
@@ -142,27 +143,32 @@ def cross_spectrum(after, before, xp) -> np.ndarray:
     Returns
     -------
     ndarray (L/2 + 1,), complex128
-        ``sum_rows rfft(after) * conj(rfft(before[:, ::-1]))`` with rows zero-padded to
-        ``L = padded_length(n)``, weighted by the band of :data:`BAND`.
+        The weighted ``sum_rows rfft(after) * conj(rfft(before[:, ::-1]))`` (rows zero-padded
+        to ``L = padded_length(n)``), scaled so that its correlation is at most 1, and 1 for
+        two sides equal up to the shift.
     """
     length = padded_length(after.shape[-1])
     a = xp.fft.rfft(after.astype(xp.float64), n=length, axis=-1)
     b = xp.fft.rfft(before[:, ::-1].astype(xp.float64), n=length, axis=-1)
-    spectrum = (a * xp.conj(b)).sum(axis=0)
-    power = (xp.abs(a) ** 2).sum(axis=0), (xp.abs(b) ** 2).sum(axis=0)
-    host = [np.asarray(xp.asnumpy(v) if hasattr(xp, "asnumpy") else v) for v in (spectrum, *power)]
-    band = _band(length)
-    # normalised so that the correlation of identical rows is 1 at their shift
-    norm = math.sqrt(float(_series(host[1] * band, length, 0.0) * _series(host[2] * band, length, 0.0)))
-    return host[0] * band / norm if norm > 0 else np.zeros_like(host[0])
+    sums = ((a * xp.conj(b)).sum(axis=0), (xp.abs(a) ** 2).sum(axis=0), (xp.abs(b) ** 2).sum(axis=0))
+    spectrum, power_a, power_b = (np.asarray(v if xp is np else xp.asnumpy(v)) for v in sums)
+    magnitude = np.abs(spectrum)
+    tiny = np.finfo(np.float64).tiny
+    coherence = np.minimum(magnitude ** 2 / np.maximum(power_a * power_b, tiny), MAX_COHERENCE)
+    weight = coherence / (1.0 - coherence) / np.maximum(magnitude, tiny)
+    weight[0] = 0.0
+    # Cauchy-Schwarz: the weighted correlation is at most the geometric mean of the sides' own
+    norm = math.sqrt(_series(power_a * weight, length, 0.0)[0] * _series(power_b * weight, length, 0.0)[0])
+    return spectrum * weight / norm if norm > 0 else np.zeros_like(spectrum)
 
 
-def _series(spectrum: np.ndarray, length: int, shift: float, derivative: int = 0) -> float:
-    """``d^k/ds^k`` at ``s = shift`` of the real correlation whose ``rfft`` is ``spectrum``."""
+def _series(spectrum: np.ndarray, length: int, shifts, derivative: int = 0) -> np.ndarray:
+    """``d^k/ds^k`` at ``s = shifts`` of the real correlation whose ``rfft`` is ``spectrum``."""
     k = np.arange(spectrum.size)
-    w = np.where((k == 0) | (k == length // 2), 1.0, 2.0) / length
     phase = 2j * np.pi * k / length
-    return float((w * spectrum * phase ** derivative * np.exp(phase * shift)).real.sum())
+    terms = np.where((k == 0) | (k == length // 2), 1.0, 2.0) / length * spectrum * phase ** derivative
+    return (np.exp(np.multiply.outer(np.atleast_1d(np.asarray(shifts, dtype=np.float64)), phase))
+            @ terms).real
 
 
 def mirror_shift(spectrum: np.ndarray, length: int) -> tuple[float, float]:
@@ -179,16 +185,16 @@ def mirror_shift(spectrum: np.ndarray, length: int) -> tuple[float, float]:
     s = int(np.argmax(coarse))
     s = s - length if s > length // 2 else s
     grid = s + np.linspace(-1.0, 1.0, 33)
-    t = float(grid[int(np.argmax([_series(spectrum, length, g) for g in grid]))])
+    t = float(grid[int(np.argmax(_series(spectrum, length, grid)))])
     for _ in range(4):                                  # Newton steps on the exact series
-        d1, d2 = _series(spectrum, length, t, 1), _series(spectrum, length, t, 2)
+        d1, d2 = _series(spectrum, length, t, 1)[0], _series(spectrum, length, t, 2)[0]
         if d2 >= 0.0:
             break
         step = -d1 / d2
         t = min(max(t + step, s - 1.0), s + 1.0)
         if abs(step) < 1e-6:
             break
-    return t, _series(spectrum, length, t)
+    return t, float(_series(spectrum, length, t)[0])
 
 
 def seam_center(projections, seam: Seam, xp) -> float:
