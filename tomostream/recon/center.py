@@ -12,8 +12,8 @@ first :data:`SIDE` (to be mirrored), with weights that extrapolate each side alo
 (Lagrange polynomials through the frames' actual angles) to the angle where they meet, so the
 sample's rotation between the two sides does not bias the axis. :func:`seam_center` then
 finds the shift between one extrapolated side and the mirror image of the other by a
-generalised cross-correlation over detector rows (each spatial frequency weighed by its
-signal-to-noise ratio, :func:`cross_spectrum`), refined to a small fraction of a pixel by
+cross-correlation over detector rows that weighs each spatial frequency by its
+signal-to-noise ratio (:func:`cross_spectrum`), refined to a small fraction of a pixel by
 Newton steps on its exact Fourier series (:func:`mirror_shift`).
 
 The device part (combining the frames, FFTs, the cross-power spectrum summed over rows) runs on
@@ -38,7 +38,7 @@ SIDE = 3
 MAX_SEAM_STEPS = 2.5
 #: Most detector rows the estimate uses (evenly spread); more add time, not accuracy.
 MAX_ROWS = 256
-#: Largest squared coherence a frequency is credited with (its weight grows as 1 / (1 - c^2)).
+#: Largest squared coherence a frequency is credited with (its weight is c^2 / (1 - c^2)).
 MAX_COHERENCE = 0.99
 #: Least normalised correlation of the two sides: below it the frames do not show one sample
 #: (no sample in the beam, frames of another scan) and there is no estimate.
@@ -125,13 +125,12 @@ def frame_rows(height: int) -> np.ndarray:
 def cross_spectrum(after, before, xp) -> np.ndarray:
     """Weighted cross-power spectrum of ``after`` and mirrored ``before`` over rows (on the host).
 
-    The weights are those of the maximum-likelihood generalised cross-correlation (Knapp &
-    Carter 1976): each frequency counts by its signal-to-noise ratio ``c^2 / (1 - c^2)``, with
-    ``c`` the coherence of the two sides at that frequency across detector rows, and by its
-    phase alone (the spectrum divided by its magnitude). Frequencies where the sample shows
-    weigh, those where noise dominates do not, whatever the detector's size and the sample's
-    detail; the mean (frequency 0) is left out, so an offset of the flat field does not pull the
-    axis towards the middle of the detector.
+    Each spatial frequency is weighed by its signal-to-noise ratio ``c^2 / (1 - c^2)``, with
+    ``c`` the coherence of the two sides at that frequency across detector rows (``c^2`` at
+    most :data:`MAX_COHERENCE`): frequencies where the sample shows weigh, those where noise
+    dominates do not, whatever the detector's size and the sample's detail (a fixed band tuned
+    at 128^2 is noise at 2048^2). The mean (frequency 0) is left out, so an offset of the flat
+    field does not pull the axis towards the middle of the detector.
 
     Parameters
     ----------
@@ -155,7 +154,7 @@ def cross_spectrum(after, before, xp) -> np.ndarray:
     magnitude = np.abs(spectrum)
     tiny = np.finfo(np.float64).tiny
     coherence = np.minimum(magnitude ** 2 / np.maximum(power_a * power_b, tiny), MAX_COHERENCE)
-    weight = coherence / (1.0 - coherence) / np.maximum(magnitude, tiny)
+    weight = coherence / (1.0 - coherence)
     weight[0] = 0.0
     # Cauchy-Schwarz: the weighted correlation is at most the geometric mean of the sides' own
     norm = math.sqrt(_series(power_a * weight, length, 0.0)[0] * _series(power_b * weight, length, 0.0)[0])
