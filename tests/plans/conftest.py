@@ -42,8 +42,8 @@ def beamline(catalog_dir):
 def devices(beamline):
     tomoscan = TomoScanStream(beamline.tomoscan_prefix, name="tomoscan")
     tomostream = TomoStream(beamline.tomostream_prefix, name="tomostream")
-    tomoscan.wait_for_connection(timeout=10)
-    tomostream.wait_for_connection(timeout=10)
+    tomoscan.wait_for_connection(timeout=30)
+    tomostream.wait_for_connection(timeout=30)
     yield tomoscan, tomostream
     tomostream.destroy()
     tomoscan.destroy()
