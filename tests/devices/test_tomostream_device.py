@@ -52,13 +52,15 @@ def test_kinds_give_a_clean_baseline(device):
 
 
 def test_set_recon_changes_settings_at_once(device):
-    status = device.set_recon(center=31.5, filter="shepp-logan", ortho=(3, 4, 5), rot=(1.0, 2.0, 3.0))
+    status = device.set_recon(center=31.5, filter="shepp-logan", ortho=(3, 4, 5), rot=(1.0, 2.0, 3.0),
+                              zoom=2.5)
     status.wait(10)
     assert device.center.get(use_monitor=False) == 31.5
     assert device.filter_type.get(use_monitor=False) == "Shepp-logan"
     assert [device.ortho_x.get(use_monitor=False), device.ortho_y.get(use_monitor=False),
             device.ortho_z.get(use_monitor=False)] == [3, 4, 5]
     assert device.rot_z.get(use_monitor=False) == 3.0
+    assert device.zoom.get(use_monitor=False) == 2.5
     device.set_recon().wait(1)  # nothing to change is fine
 
 
@@ -67,6 +69,8 @@ def test_set_recon_changes_settings_at_once(device):
     ({"center": float("nan")}, "Center=nan"),
     ({"ortho": (1, 2)}, "ortho="),
     ({"ortho": (1, -2, 3)}, ">= 0"),
+    ({"zoom": 0.5}, "Zoom=0.5"),
+    ({"zoom": float("inf")}, "Zoom=inf"),
 ])
 def test_set_recon_refuses_bad_values(device, kwargs, match):
     with pytest.raises(BadParameter, match=match):

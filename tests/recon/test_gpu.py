@@ -22,7 +22,9 @@ def pair(**params):
 
 @pytest.mark.parametrize("params", [dict(), dict(filter="ramp", center=N / 2 + 2.5), dict(rot=(10, -5, 30)),
                                     dict(dezinger=2, dezinger_threshold=0.2),
-                                    dict(alpha=1e-2, energy=25.0, distance=50.0)])
+                                    dict(alpha=1e-2, energy=25.0, distance=50.0),
+                                    dict(zoom=2.0, ortho=(20, 44, 8)), dict(zoom=3.5, ortho=(20, 44, 8)),
+                                    dict(zoom=3.5, ortho=(20, 44, 8), rot=(10, -5, 30))])
 def test_cupy_equals_numpy(phantom, params):
     cpu, gpu = pair(**params)
     assert gpu.backend == "cupy"

@@ -37,12 +37,12 @@ from ..errors import AutosaveError
 log = logging.getLogger(__name__)
 
 #: Settings saved and restored: the APS ``tomoStream_settings.req`` (less BufferSize, a
-#: read-back here) and ImagePlugins.
+#: read-back here), ImagePlugins and Zoom (a display setting, as OrthoX/Y/Z are).
 AUTOSAVED: tuple[str, ...] = (
     "TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName", "FlatPVAName",
     "ThetaPVAName", "ReconPVAName", "Center", "CenterTweak", "Dezinger", "RingRemoval",
-    "FilterType", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY", "RotZ", "Energy", "Distance",
-    "Alpha", "PixelSize",
+    "FilterType", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY", "RotZ", "Zoom", "Energy",
+    "Distance", "Alpha", "PixelSize",
 )
 #: Most often the file is written [s]; changes within one period are written together.
 SAVE_PERIOD = 2.0

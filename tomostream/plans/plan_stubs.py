@@ -30,7 +30,7 @@ SKIPPED_AFTER = 10.0
 
 def set_recon(tomostream, *, center: float | None = None, filter: str | None = None,
               ortho: Sequence[int] | None = None, rot: Sequence[float] | None = None,
-              wait: bool = True) -> Generator[Msg, object, None]:
+              zoom: float | None = None, wait: bool = True) -> Generator[Msg, object, None]:
     """Change reconstruction settings together (None leaves a setting as it is).
 
     Parameters
@@ -44,10 +44,12 @@ def set_recon(tomostream, *, center: float | None = None, filter: str | None = N
         Slice positions X, Y, Z [pixels].
     rot : (float, float, float), optional
         Slice tilts X, Y, Z [degrees].
+    zoom : float, optional
+        Software zoom of the slices about their crossing point, 1..16.
     wait : bool
         Wait until every write has completed.
     """
-    pairs = recon_settings(tomostream, center=center, filter=filter, ortho=ortho, rot=rot)
+    pairs = recon_settings(tomostream, center=center, filter=filter, ortho=ortho, rot=rot, zoom=zoom)
     group = short_uid("set_recon")
     for signal, value in pairs:
         yield from bps.abs_set(signal, value, group=group)

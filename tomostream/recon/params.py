@@ -26,6 +26,8 @@ MAX_DEZINGER_RADIUS = 4
 #: 16-bit cameras and float frames alike; at a median of m photons the noise is sqrt(m), so
 #: 0.3 m is beyond 3 sigma from m = 100 photons up.
 DEZINGER_THRESHOLD = 0.3
+#: Largest software zoom of the slices (the Zoom PV offers 1..16).
+MAX_ZOOM = 16.0
 
 
 def canonical_filter(name: str) -> str:
@@ -63,6 +65,11 @@ class ReconParams:
         the Y slice about the vertical rotation axis through the volume centre, the Z slice
         about the horizontal y direction through the volume centre (see
         :func:`~tomostream.recon.geometry.slice_points`); ``(0, 0, 0)`` gives untilted slices.
+    zoom : float [1]
+        Software magnification of the three slices, 1..:data:`MAX_ZOOM`: each covers a field
+        ``1 / zoom`` as wide about the point where the slices cross, sampled ``zoom`` times
+        finer, with the same number of pixels (see
+        :func:`~tomostream.recon.geometry.slice_points`); 1 gives the whole slices.
     dezinger : int [pixels]
         Median radius of the outlier filter applied to raw frames; 0 turns it off.
     dezinger_threshold : float [fraction of the local median]
@@ -85,6 +92,7 @@ class ReconParams:
     filter: str = "parzen"
     ortho: tuple[int, int, int] = (0, 0, 0)
     rot: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    zoom: float = 1.0
     dezinger: int = 0
     dezinger_threshold: float = DEZINGER_THRESHOLD
     energy: float = 20.0
@@ -159,6 +167,7 @@ def _validated(v: dict, width: int, height: int) -> ReconParams:
         filter=canonical_filter(v["filter"]),
         ortho=tuple(ortho),
         rot=rot,
+        zoom=_finite("zoom", v["zoom"], 1.0, MAX_ZOOM),
         dezinger=int(dz),
         dezinger_threshold=_finite("dezinger_threshold", v["dezinger_threshold"], 0.0, low_open=True),
         energy=_finite("energy", v["energy"], 0.0, low_open=True),

@@ -6,7 +6,8 @@ frame per slot, a newer frame replaces the older). Unnormalised slice sums are u
 subtracting the replaced frame's backprojection and adding the new one's (work per frame, not
 per buffer); the slices are those sums times ``pi / filled``. Parameter changes invalidate
 lazily: the next :meth:`OrthoReconstructor.slices` re-processes raw frames (dark, flat,
-filter, dezinger, phase) or only re-backprojects the filtered buffer (center, ortho, rot).
+filter, dezinger, phase) or only re-backprojects the filtered buffer (center, ortho, rot,
+zoom).
 """
 
 from __future__ import annotations
@@ -241,9 +242,9 @@ class OrthoReconstructor:
             self._stale_processing = True
             self._window = None
             self._phase = None
-        if changed & {"center", "ortho", "rot"}:
+        if changed & {"center", "ortho", "rot", "zoom"}:
             self._stale_sums = True
-        if changed & {"ortho", "rot"}:
+        if changed & {"ortho", "rot", "zoom"}:
             self._points = None
 
     def reset(self) -> None:
@@ -321,13 +322,13 @@ class OrthoReconstructor:
         idx, rest = meta[:m], meta[m:].view(self._be.xp.float32)
         cos_t, sin_t, w = rest[:m], rest[m:2 * m], rest[2 * m:]
         p, k = self._params, self._be.kernels
-        if p.rot == (0.0, 0.0, 0.0):
+        if p.rot == (0.0, 0.0, 0.0) and p.zoom == 1.0:
             ix, iy, iz = p.ortho
             k.backproject_z(self._filt, idx, cos_t, sin_t, w, p.center, iz, self._sums[0])
             k.backproject_yx(self._filt, idx, cos_t, sin_t, w, p.center, iy, ix, self._sums[1], self._sums[2])
             return
         if self._points is None:
-            pts = slice_points(self.width, self.height, p.ortho, p.rot)
+            pts = slice_points(self.width, self.height, p.ortho, p.rot, p.zoom)
             self._points = [self._be.asarray(a) for a in pts]
         for pts, s in zip(self._points, self._sums, strict=True):
             k.backproject_points(self._filt, idx, cos_t, sin_t, w, p.center, pts, s.reshape(-1))

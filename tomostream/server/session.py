@@ -63,7 +63,7 @@ REFUSAL_PERIOD = 1.0
 _TOKENS = itertools.count()
 #: PVs whose change takes effect on the next published update.
 PARAM_PVS = ("Center", "FilterType", "Dezinger", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY",
-             "RotZ", "Energy", "Distance", "Alpha", "PixelSize")
+             "RotZ", "Zoom", "Energy", "Distance", "Alpha", "PixelSize")
 #: PVs naming the beamline's channels, read at StartRecon.
 CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName", "FlatPVAName",
                "ThetaPVAName")
@@ -470,7 +470,7 @@ class StreamSession:
                 center=float(v("Center")), filter=v("FilterType"),
                 dezinger=dezinger_radius(v("Dezinger")),
                 ortho=(clamp(v("OrthoX"), w), clamp(v("OrthoY"), w), clamp(v("OrthoZ"), h)),
-                rot=(float(v("RotX")), float(v("RotY")), float(v("RotZ"))),
+                rot=(float(v("RotX")), float(v("RotY")), float(v("RotZ"))), zoom=float(v("Zoom")),
                 energy=float(v("Energy")), distance=float(v("Distance")),
                 alpha=float(v("Alpha")), pixel_size=float(v("PixelSize")))
         except (TomostreamError, ValueError) as exc:
