@@ -8,7 +8,7 @@ import pytest
 from helpers import start_recon
 from test_stream_e2e import NZ, N, Recon, make_sim, rel_error, scan, split
 
-from tomostream.recon.geometry import slice_points
+from tomostream.recon.geometry import crossing_pixels, slice_points
 from tomostream.recon.phantom import rasterize
 
 
@@ -25,7 +25,7 @@ def recon(stream_prefix):
     client.close()
 
 
-def test_writing_zoom_magnifies_the_published_slices_about_their_crossing(beamline, server, ca,
+def test_writing_zoom_magnifies_the_published_slices_centred_on_their_crossing(beamline, server, ca,
                                                                           sim_ca, recon):
     server.markers = False
     start_recon(ca, server)
@@ -42,16 +42,20 @@ def test_writing_zoom_magnifies_the_published_slices_about_their_crossing(beamli
     assert zoomed.shape == plain.shape == (max(N, NZ), 3 * N)       # the viewer keeps its window
     assert not np.allclose(zoomed, plain, atol=1e-3 * np.abs(plain).max())
     phantom = beamline.source.phantom
-    crossings = ((ortho[1], ortho[0]), (ortho[2], ortho[0]), (ortho[2], ortho[1]))
-    for got, one, pts, (r, c) in zip(split(zoomed, N, NZ), split(plain, N, NZ),
-                                     slice_points(N, NZ, ortho, (0.0, 0.0, 0.0), 2.0), crossings,
-                                     strict=True):
+    def crossings(zoom):
+        ix, iy, iz = crossing_pixels(N, NZ, ortho, zoom)
+        return (iy, ix), (iz, ix), (iz, iy)
+
+    assert crossings(2.0) == ((N // 2, N // 2), (NZ // 2, N // 2), (NZ // 2, N // 2))  # centred
+    for got, one, pts, (r, c), (r2, c2) in zip(split(zoomed, N, NZ), split(plain, N, NZ),
+                                               slice_points(N, NZ, ortho, (0.0, 0.0, 0.0), 2.0),
+                                               crossings(1.0), crossings(2.0), strict=True):
         truth = rasterize(phantom, pts[:, 0], pts[:, 1], pts[:, 2]).reshape(got.shape)
         assert rel_error(got, truth) < 0.3
-        # pixel k + 2d at zoom 2 shows what pixel k + d showed (k: the crossing pixel)
-        rows, cols = np.arange(r % 2, got.shape[0], 2), np.arange(c % 2, got.shape[1], 2)
+        # pixel k2 + 2d at zoom 2 shows what pixel k + d showed (k, k2: the crossing pixels)
+        rows, cols = np.arange(r2 % 2, got.shape[0], 2), np.arange(c2 % 2, got.shape[1], 2)
         np.testing.assert_allclose(got[np.ix_(rows, cols)],
-                                   one[np.ix_(r + (rows - r) // 2, c + (cols - c) // 2)],
+                                   one[np.ix_(r + (rows - r2) // 2, c + (cols - c2) // 2)],
                                    atol=1e-5 * np.abs(one).max())
 
     ca.put("Zoom", 40.0)                            # clamped, with a message

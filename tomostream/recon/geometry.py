@@ -17,6 +17,41 @@ def _turn(a: np.ndarray, b: np.ndarray, degrees: float) -> tuple[np.ndarray, np.
     return a * c + b * s, -a * s + b * c
 
 
+def _field_centre(count: int, crossing: float, zoom: float) -> float:
+    """Middle of the zoomed field along one axis [pixels]: the crossing point, moved just
+    enough that the field (``count / zoom`` wide) stays inside ``0 .. count``."""
+    reach = 0.5 * count / zoom
+    return min(max(float(crossing), reach), count - reach)
+
+
+def zoom_axis(count: int, crossing: float, zoom: float) -> np.ndarray:
+    """Sample coordinate of each of ``count`` output pixels along one axis, relative to the
+    middle (``coordinate = pixel - count/2``) [pixels].
+
+    The field is ``count / zoom`` wide, sampled ``zoom`` times finer, centred on ``crossing``
+    (the slice position along this axis [pixels]) unless that would reach outside
+    ``0 .. count``, where it stops at the edge. ``zoom = 1`` gives ``arange(count) - count/2``
+    exactly, and the field moves continuously with ``zoom``.
+    """
+    half = 0.5 * count
+    return _field_centre(count, crossing, zoom) - half + (np.arange(count) - half) / zoom
+
+
+def crossing_pixel(count: int, crossing: float, zoom: float) -> float:
+    """Output pixel (fractional) at which the slice position ``crossing`` appears along an axis
+    of ``count`` pixels at ``zoom`` (:func:`zoom_axis`); ``crossing`` itself at ``zoom = 1``."""
+    half = 0.5 * count
+    return half + (crossing - _field_centre(count, crossing, zoom)) * zoom
+
+
+def crossing_pixels(n: int, nz: int, ortho: tuple[int, int, int], zoom: float) -> tuple[int, int, int]:
+    """``(ix, iy, iz)`` of the slice-crossing lines in the zoomed slices [pixels], rounded and
+    kept inside the slices: ``ortho`` itself at ``zoom = 1``."""
+    sizes = (n, n, nz)
+    return tuple(min(max(int(round(crossing_pixel(size, c, zoom))), 0), size - 1)
+                 for size, c in zip(sizes, ortho, strict=True))
+
+
 def slice_points(n: int, nz: int, ortho: tuple[int, int, int], rot: tuple[float, float, float],
                  zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample points of the Z, Y and X slices.
@@ -28,14 +63,12 @@ def slice_points(n: int, nz: int, ortho: tuple[int, int, int], rot: tuple[float,
     X slice at the centre shows the Y slice through the centre, columns in the same order);
     ``rz`` tilts the Z slice about the horizontal y direction through the volume centre.
 
-    ``zoom`` magnifies each slice in its own plane about the pixel where the slices cross
-    (``(iy, ix)`` of the Z slice, ``(iz, ix)`` of the Y slice, ``(iz, iy)`` of the X slice):
-    pixel ``c`` of an axis through crossing coordinate ``a0`` at pixel ``i`` samples
-    ``a0 + (c - i) / zoom`` instead of ``a0 + (c - i)``, before the turns. Each slice then
-    covers a field ``1 / zoom`` as wide, inside the one it covers at ``zoom = 1``, sampled
-    ``zoom`` times finer; the crossing point keeps its pixel (so lines drawn where the slices
-    cross stay right), the slice planes are those of ``zoom = 1``, and ``zoom = 1`` gives
-    exactly the unzoomed points. Detector rows (``z``) become fractional.
+    ``zoom`` magnifies each slice in its own plane (before the turns): along each axis the
+    slice covers a field ``1 / zoom`` as wide, sampled ``zoom`` times finer, centred on the
+    crossing point as far as the volume allows (see :func:`zoom_axis`), so the region about
+    the crossing point fills the image. ``zoom = 1`` gives exactly the unzoomed points; the
+    crossing point is then at pixel :func:`crossing_pixel` of each axis. Detector rows (``z``)
+    become fractional.
 
     Parameters
     ----------
@@ -54,9 +87,9 @@ def slice_points(n: int, nz: int, ortho: tuple[int, int, int], rot: tuple[float,
     ix, iy, iz = ortho
     rx, ry, rz = rot
     x0, y0, z0 = ix - n / 2.0, iy - n / 2.0, iz - nz / 2.0
-    cx = x0 + (np.arange(n) - ix) / zoom       # x of each column of the Z and Y slices
-    cy = y0 + (np.arange(n) - iy) / zoom       # y of each row of Z, each column of X
-    cz = z0 + (np.arange(nz) - iz) / zoom      # z of each row of Y and X
+    cx = zoom_axis(n, ix, zoom)                # x of each column of the Z and Y slices
+    cy = zoom_axis(n, iy, zoom)                # y of each row of Z, each column of X
+    cz = zoom_axis(nz, iz, zoom)               # z of each row of Y and X
     zx, zy, zz = np.broadcast_arrays(cx[None, :], cy[:, None], np.full((1, 1), z0))  # rows y, cols x
     yx, yy, yz = np.broadcast_arrays(cx[None, :], np.full((1, 1), y0), cz[:, None])  # rows z, cols x
     xx, xy, xz = np.broadcast_arrays(np.full((1, 1), x0), cy[None, :], cz[:, None])  # rows z, cols y

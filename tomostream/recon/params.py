@@ -67,8 +67,8 @@ class ReconParams:
         :func:`~tomostream.recon.geometry.slice_points`); ``(0, 0, 0)`` gives untilted slices.
     zoom : float [1]
         Software magnification of the three slices, 1..:data:`MAX_ZOOM`: each covers a field
-        ``1 / zoom`` as wide about the point where the slices cross, sampled ``zoom`` times
-        finer, with the same number of pixels (see
+        ``1 / zoom`` as wide centred on the point where the slices cross (as far as the volume
+        allows), sampled ``zoom`` times finer, with the same number of pixels (see
         :func:`~tomostream.recon.geometry.slice_points`); 1 gives the whole slices.
     dezinger : int [pixels]
         Median radius of the outlier filter applied to raw frames; 0 turns it off.

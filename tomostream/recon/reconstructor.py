@@ -21,7 +21,7 @@ from tomostream.recon import paganin
 from tomostream.recon._cpu_kernels import MIN_TRANSMISSION
 from tomostream.recon.backend import cpu_backend, select_backend
 from tomostream.recon.filters import filter_rows, filter_window, padded_length
-from tomostream.recon.geometry import slice_points
+from tomostream.recon.geometry import crossing_pixels, slice_points
 from tomostream.recon.params import ReconParams, default_params
 
 FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
@@ -472,6 +472,13 @@ class OrthoReconstructor:
         """The Z ``(n, n)``, Y ``(nz, n)`` and X ``(nz, n)`` slices [1/pixel], float32 NumPy arrays."""
         return self._from_sums(lambda scale: tuple(
             self._be.to_host((s * scale).astype(self._be.xp.float32)) for s in self._sums))
+
+    @property
+    def crossing(self) -> tuple[int, int, int]:
+        """Where the slices cross in :meth:`image` [pixels]: ``(ix, iy, iz)`` as ``ortho``, at
+        their zoomed place (``ortho`` itself at zoom 1)."""
+        p = self._params
+        return crossing_pixels(self.width, self.height, p.ortho, p.zoom)
 
     @property
     def image_shape(self) -> tuple[int, int]:

@@ -626,7 +626,7 @@ class StreamSession:
             self.rec.image(out=canvas)
             token = next(_TOKENS)
             self.publications[token] = (self.pending_times, self.work_time + time.perf_counter() - t0)
-            markers = tuple(self.rec.params.ortho) if self.srv.markers else None
+            markers = self.rec.crossing if self.srv.markers else None
             pub.submit(slot, self._value("ReconPVAName"), markers=markers, n=self.rec.width,
                        nz=self.rec.height, token=token, line_value=self.rec.peak)
         except TomostreamError as exc:  # the publishing process cannot start here
