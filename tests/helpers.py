@@ -115,5 +115,5 @@ class Ca:
 
     def put_nowait(self, suffix, value, callback=None):
         pv = epics.get_pv(self.prefix + suffix)
-        assert pv.wait_for_connection(5.0), suffix
+        assert pv.wait_for_connection(PATIENCE), suffix
         pv.put(value, wait=False, use_complete=True, callback=callback)

@@ -6,7 +6,7 @@ import pytest
 from ophyd import Kind
 from ophyd.utils import WaitTimeoutError
 
-from tomostream.devices import FILTER_NAMES, TomoStream
+from tomostream.devices import FILTER_NAMES, TomoStream, destroy_devices
 from tomostream.errors import BadParameter
 from tomostream.ioc.tomostream_ioc import FILTER_TYPES
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.timeout(60)
 def device(tomostream_ioc):
     prefix, *_ = tomostream_ioc
     dev = TomoStream(prefix, name="ts")
-    dev.wait_for_connection(timeout=10)
+    dev.wait_for_connection(timeout=30)
     yield dev
-    dev.destroy()
+    destroy_devices(dev)
 
 
 def test_every_pv_name_is_served_by_the_ioc(tomostream_ioc):
@@ -30,7 +30,7 @@ def test_every_pv_name_is_served_by_the_ioc(tomostream_ioc):
     # every PV of the IOC has a component (nothing the IOC serves is out of reach)
     served = {name for name in group.pvdb if "." not in name}
     assert served == names
-    dev.destroy()
+    destroy_devices(dev)
 
 
 def test_filter_names_match_the_ioc_enum():
@@ -84,6 +84,6 @@ def test_start_recon_put_completes_when_the_server_finishes(device, tomostream_i
         status.wait(0.3)  # the busy record holds the put while the reconstruction runs
     assert device.start_recon.get(use_monitor=False) == 1
     thread.run_coroutine(group.control.finished())  # what the stream server does when it stops
-    status.wait(5)
+    status.wait(30)
     assert status.success
     assert device.start_recon.get(use_monitor=False) == 0

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tomostream.demo import simulated_beamline
-from tomostream.devices import TomoScanStream, TomoStream
+from tomostream.devices import TomoScanStream, TomoStream, destroy_devices
 from tomostream.io import catalog as cat
 
 #: Frames per scan and frame rate: a scan lasts NUM_ANGLES / FPS seconds.
@@ -45,5 +45,4 @@ def devices(beamline):
     tomoscan.wait_for_connection(timeout=30)
     tomostream.wait_for_connection(timeout=30)
     yield tomoscan, tomostream
-    tomostream.destroy()
-    tomoscan.destroy()
+    destroy_devices(tomostream, tomoscan)

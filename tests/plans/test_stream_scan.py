@@ -12,7 +12,7 @@ from bluesky.utils import RunEngineInterrupted
 from event_model import DocumentNames, schema_validators
 from helpers import wait_until
 
-from tomostream.devices import TomoScanStream, split_slices
+from tomostream.devices import TomoScanStream, destroy_devices, split_slices
 from tomostream.errors import CaptureError
 from tomostream.io import catalog as cat
 from tomostream.io import read_capture
@@ -208,7 +208,7 @@ def test_a_capture_folder_mounted_elsewhere_is_read_there(RE, devices, catalog, 
                                 pre_count=5, max_captures=1, poll_period=0.25,
                                 snapshot_dir=cat.snapshot_dir(catalog_dir)))
     finally:
-        tomoscan.destroy()
+        destroy_devices(tomoscan)
     run = catalog[uid]
     main = Path(str(run["captures"].read()["captures_file"].values[0]))
     assert main.parent == mounted
@@ -229,7 +229,7 @@ def test_a_capture_folder_not_seen_here_is_a_clear_error_and_nothing_is_lost(RE,
         base = tomoscan.stream_file_name.get(use_monitor=False)
         assert_stopped(tomoscan, tomostream)
     finally:
-        tomoscan.destroy()
+        destroy_devices(tomoscan)
     assert f"FilePath {written}" in str(raised.value) and base in str(raised.value)
     (stop,) = RE.docs.named("stop")
     assert stop["exit_status"] == "fail" and "not a folder on this machine" in stop["reason"]

@@ -68,7 +68,8 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
     inc_s = time.perf_counter() - t0
     stale = rec._stale_sums                                 # must be False: every push was incremental
     return {
-        "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec._be.device, "batch": batch,
+        "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec._be.device,
+        "batch": batch,
         "fill_s": round(fill_s, 4), "full_rebuild_s": round(min(times), 5),
         "full_rebuild_median_s": round(float(np.median(times)), 5),
         "incremental_fps": round(pushed / inc_s, 1), "incremental_frames": pushed,
