@@ -101,7 +101,7 @@ class Ca:
         self.prefix = prefix
 
     def get(self, suffix, **kw):
-        value = epics.caget(self.prefix + suffix, timeout=5.0, use_monitor=False, **kw)
+        value = epics.caget(self.prefix + suffix, timeout=PATIENCE, use_monitor=False, **kw)
         assert value is not None, f"no answer from {self.prefix}{suffix}"
         return value
 
