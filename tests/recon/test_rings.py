@@ -161,3 +161,18 @@ def test_a_new_flat_field_corrects_the_buffer_with_it(miscalibrated):
     fresh.push(miscalibrated.frames[:P], ANGLES[:P])
     a, b = rec.image(), fresh.image()
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+
+
+def test_the_estimate_is_made_again_once_a_thirty_second_of_the_buffer_is_new(miscalibrated, monkeypatch):
+    from tomostream.recon import rings
+
+    made = []
+    monkeypatch.setattr(rings, "stripe_profile", lambda *a, **k: made.append(1) or stripe_profile(*a, **k))
+    rec = miscalibrated.reconstructor(ring_removal="fw")
+    rec.push(miscalibrated.frames[:P], ANGLES[:P])
+    rec.image()
+    made.clear()
+    for frame, angle in zip(miscalibrated.frames[P:P + 40], ANGLES[P:P + 40], strict=True):
+        rec.push(frame, [angle])
+    assert len(made) == 40 // int(np.ceil(P * rings.REFRESH))     # every 4th frame of 120
+    assert not rec._stale_processing                              # a full buffer: no re-processing

@@ -16,6 +16,11 @@ buffer (exactly the frames the slices are made of),
    sample's edges gone with the median: the stripe estimate (:func:`stripe_profile`);
 4. ``s`` is subtracted from the absorption of every frame before the ramp filter.
 
+The estimate (about one frame's work: the mean frame processed, a Gaussian and a median) is
+made again once the frames that entered the buffer since it was made reach :data:`REFRESH`
+of the buffered frames, so per frame ring removal costs the running sum (a frame added, the
+one it replaces subtracted), the subtraction, and a small share of an estimate.
+
 Relation to Fourier-wavelet removal (fw: Muench et al. 2009, tomopy's ``remove_stripe_fw``,
 tomocupy): fw splits each sinogram into detail bands along the detector (wavelets) and damps
 their low frequencies along the angle (a Gaussian notch about frequency 0): it removes the
@@ -23,17 +28,19 @@ column detail that changes slowly with angle, and needs the whole sinogram. The 
 is the part of it that does not change at all, the mean over the buffer's 180 degrees, with a
 Gaussian and a median instead of wavelets to tell stripes from the sample, as in the
 smoothing-filter and filtering methods (tomopy's ``remove_stripe_sf``, Vo et al. 2018). Needing
-only the mean over angles, it follows each new frame at the cost of a frame. It removes stripes
-up to ``MEDIAN_WIDTH // 2`` columns wide; wider ones, and stripes that come and go within the
-buffer's time, stay. Like fw, it also takes away sample structure that is the same at every
-angle and sharp: edges centred on the rotation axis.
+only the mean over angles, it follows the stream at a fraction of a frame's work per frame.
+It removes stripes up to ``MEDIAN_WIDTH // 2`` columns wide; wider ones, and stripes that come
+and go within the buffer's time, stay. Like fw, it also takes away sample structure that is the
+same at every angle and sharp: edges centred on the rotation axis.
 
 Stripes from gain errors are offsets after ``-log`` (``-log(g T) = -log T - log g``), and the
 mean raw frame carries them exactly: normalisation is affine per pixel, so ``-log`` of the
 mean transmission has the same column offsets as the mean of the frames' ``-log``.
 
-Frames already in the buffer keep the estimate they were corrected with; once the buffer is
-full and the sample stays put, the estimate no longer changes. While the buffer fills, each
+Frames already in the buffer keep the estimate they were corrected with. Once the buffer is
+full the stripes in the estimate stay as they are; only the little of the sample that leaks
+into it changes as the buffer turns (a half-turn's mean sees a sample differently from one
+half-turn to the next) or as the sample changes. While the buffer fills, each
 time the frames behind the estimate have doubled since the buffer was last corrected as a
 whole, :meth:`StripeEstimate.track` asks for the whole buffer to be corrected again (one
 re-processing, as after a change of filter): every buffered frame then has an estimate made
@@ -61,6 +68,9 @@ SMOOTHING = 3.0
 MEDIAN_WIDTH = 5
 #: Frames summed at a time when the running sum is counted again from the buffer.
 RECOUNT_CHUNK = 32
+#: The estimate is made again once the frames that entered the buffer since it was made reach
+#: this fraction of the buffered frames (at every push while fewer than its inverse are held).
+REFRESH = 1 / 32
 
 
 def canonical_ring_removal(name: str) -> str:
@@ -139,7 +149,7 @@ class StripeEstimate:
         self._sum = xp.zeros(self.shape, dtype=xp.float64)
         self._in_sum = np.zeros(int(slots), dtype=bool)
         self._basis = 0                 # frames in the sum when the buffer was last corrected whole
-        self._version = 0               # changes with the sum
+        self._changed = 0               # frames that entered the sum since the estimate was made
         self._cache: tuple | None = None
 
     @property
@@ -165,8 +175,8 @@ class StripeEstimate:
                 idx = self.xp.asarray(slots[start:start + RECOUNT_CHUNK])
                 self._sum += _frame_sum(raw[idx], self.xp)
             self._in_sum[:] = occupied
-            self._version += 1
         self._basis = self.count
+        self._cache = None              # the whole buffer is corrected with an estimate made now
 
     def track(self, raw, occupied: np.ndarray, slots: np.ndarray, old_slots, frames) -> bool:
         """Account for ``frames`` entering ``slots`` (call before they overwrite ``raw``).
@@ -197,7 +207,7 @@ class StripeEstimate:
             self._sum -= _frame_sum(raw[old_slots], self.xp)
         self._sum += _frame_sum(frames, self.xp)
         self._in_sum[slots] = True
-        self._version += 1
+        self._changed += len(slots)
         if before == 0:
             self._basis = self.count
             return False
@@ -207,8 +217,9 @@ class StripeEstimate:
         return False
 
     def profile(self, absorption: Callable, key: tuple):
-        """The stripe estimate (nz, n) float32 on the device, made again only when the sum or
-        ``key`` changed.
+        """The stripe estimate (nz, n) float32 on the device, made again when ``key`` changed,
+        the buffer is about to be corrected whole, or the frames that entered since it was made
+        reach :data:`REFRESH` of the frames buffered.
 
         Parameters
         ----------
@@ -220,14 +231,15 @@ class StripeEstimate:
             dark and flat arrays, compared by identity).
         """
         cached = self._cache
-        if (cached is not None and cached[0] == self._version and cached[1][0] == key[0]
-                and all(a is b for a, b in zip(cached[1][1:], key[1:], strict=True))):
-            return cached[2]
+        if (cached is not None and self._changed < max(1.0, REFRESH * self.count)
+                and cached[0][0] == key[0]
+                and all(a is b for a, b in zip(cached[0][1:], key[1:], strict=True))):
+            return cached[1]
         n = self.shape[1]
         mean = (self._sum / max(self.count, 1)).astype(self.xp.float32)[None]
         m = self.xp.ascontiguousarray(absorption(mean)[0, :, :n])
         s = stripe_profile(m, self.ndimage)
-        self._cache = (self._version, key, s)
+        self._cache, self._changed = (key, s), 0
         return s
 
     def subtract(self, frames, absorption: Callable, key: tuple) -> None:
