@@ -4,7 +4,8 @@ Two figures per size, on the backend asked for (NumPy by default):
 
 - the ring-removal work of one push, timed piece by piece (best of ``repeats``): the running
   sum (the batch's frames added, the frames they replace subtracted), the stripe estimate (the
-  mean frame normalised and ``-log``'d, Gaussian, median) and its subtraction from the batch;
+  mean frame normalised and ``-log``'d, Gaussian, median; made again once a 32nd of the buffer
+  is new) and its subtraction from the batch; ``per_frame_s`` is their cost per frame pushed;
 - the sustained incremental rate with RingRemoval None and fw (runs alternated, best of each),
   uint16 frames, angles walking on past 180 degrees so every frame replaces a slot.
 
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 
 import numpy as np
 
-from tomostream.recon import OrthoReconstructor
+from tomostream.recon import OrthoReconstructor, rings
 
 
 def _filled(n: int, nz: int, p: int, backend: str, batch: int, ring_removal: str):
@@ -72,14 +74,19 @@ def pieces(n: int, nz: int, p: int, backend: str, batch: int, repeats: int) -> d
         t_track = _best(track, repeats, rec.synchronize)
         t_estimate = _best(estimate, repeats, rec.synchronize)
         t_subtract = _best(lambda: est.subtract(out, absorption, key), repeats, rec.synchronize)
-    per_push = t_track + t_estimate + t_subtract
+    # the estimate is made again at the first push after REFRESH of a full buffer is new
+    every = batch * math.ceil(max(1.0, rings.REFRESH * p) / batch)
+    per_frame = (t_track + t_subtract) / batch + t_estimate / every
     return {"track_s": round(t_track, 6), "estimate_s": round(t_estimate, 6),
-            "subtract_s": round(t_subtract, 6), "per_push_s": round(per_push, 6),
-            "per_frame_s": round(per_push / batch, 6)}
+            "subtract_s": round(t_subtract, 6), "estimate_every_frames": every,
+            "per_frame_s": round(per_frame, 6)}
 
 
 def rate(n: int, nz: int, p: int, backend: str, batch: int, seconds: float, rounds: int) -> dict:
-    """Sustained incremental frames/s with RingRemoval None and fw (best of ``rounds`` each)."""
+    """Sustained incremental frames/s with RingRemoval None and fw (best of ``rounds`` each;
+    nothing when ``rounds`` is 0)."""
+    if rounds < 1:
+        return {}
     best = {"none": 0.0, "fw": 0.0}
     for _ in range(rounds):
         for mode in best:
@@ -105,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="frames per push")
     ap.add_argument("--repeats", type=int, default=20, help="timings per piece (best kept)")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each incremental run")
-    ap.add_argument("--rounds", type=int, default=3, help="incremental runs per mode (best kept)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="incremental runs per mode (best kept; 0: pieces only)")
     args = ap.parse_args(argv)
     results = []
     for n, nz, p in args.size or [(512, 512, 360)]:
