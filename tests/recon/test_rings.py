@@ -134,6 +134,11 @@ def test_the_running_sum_holds_exactly_the_buffered_frames(miscalibrated):
     rec.push(miscalibrated.frames[5:9].astype(np.float32), ANGLES[5:9])   # uint16 -> float32 buffer
     assert rec._raw.dtype == np.float32
     check()
+    rec.set_params(ring_removal="none")                 # frames replaced while it is off
+    rec.push(miscalibrated.frames[P:P + 9].astype(np.float32), ANGLES[P:P + 9])
+    rec.set_params(ring_removal="fw")
+    rec.image()
+    check()
 
 
 def test_switching_it_on_and_off_rebuilds(miscalibrated, calibrated):

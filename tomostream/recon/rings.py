@@ -141,7 +141,7 @@ class StripeEstimate:
     -----
     The sum covers the slots this object has been told about (:meth:`track`); when they differ
     from the buffer's occupied slots (the buffer was emptied, or moved to another device) it is
-    counted again from the raw buffer, once.
+    counted again from the raw buffer, as it is whenever the whole buffer is re-processed.
     """
 
     def __init__(self, xp, ndimage, slots: int, shape: tuple[int, int]):
@@ -158,8 +158,9 @@ class StripeEstimate:
         return int(self._in_sum.sum())
 
     def sync(self, raw, occupied: np.ndarray) -> None:
-        """Make the sum cover the ``occupied`` slots of ``raw``; say the whole buffer is about to
-        be corrected with the next estimate.
+        """Count the sum again over the ``occupied`` slots of ``raw`` (a pass over the buffer:
+        it may have changed while ring removal was off); say the whole buffer is about to be
+        corrected with the next estimate.
 
         Parameters
         ----------
@@ -168,13 +169,12 @@ class StripeEstimate:
         occupied : ndarray of bool, shape (p,)
             Slots holding a frame.
         """
-        if not np.array_equal(self._in_sum, occupied):
-            self._sum.fill(0)
-            slots = np.nonzero(occupied)[0]
-            for start in range(0, slots.size, RECOUNT_CHUNK):
-                idx = self.xp.asarray(slots[start:start + RECOUNT_CHUNK])
-                self._sum += _frame_sum(raw[idx], self.xp)
-            self._in_sum[:] = occupied
+        self._sum.fill(0)
+        slots = np.nonzero(occupied)[0]
+        for start in range(0, slots.size, RECOUNT_CHUNK):
+            idx = self.xp.asarray(slots[start:start + RECOUNT_CHUNK])
+            self._sum += _frame_sum(raw[idx], self.xp)
+        self._in_sum[:] = occupied
         self._basis = self.count
         self._cache = None              # the whole buffer is corrected with an estimate made now
 
