@@ -355,8 +355,8 @@ class TomoStreamIOC(PVGroup):
     point, image size unchanged), Energy (ao, keV), Distance (ao, mm), Alpha (ao; tomopy's
     retrieve_phase scale; 0 = no phase retrieval), PixelSize (ao, um). An unset Center (0)
     or all-zero OrthoX/Y/Z go to the middle of the first frames; all four follow a change of
-    frame size (binning). RingRemoval fw is kept
-    but not applied (the reconstruction engine has no ring filter); ReconStatus says so.
+    frame size (binning). RingRemoval fw subtracts from every frame the column stripes of the
+    buffer's mean frame (streaming counterpart of Fourier-wavelet stripe removal).
 
     Status (read-only): ReconStatus (waveform of char), ReconTime (ao, s), BufferSize
     (stringout "filled/size"), FramesReceived, FramesUsed, FramesDropped, FramesLost,

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from tomostream.errors import BadParameter
+from tomostream.recon.rings import canonical_ring_removal
 
 #: Canonical filter names (lower case), in the order the documentation lists them.
 FILTERS: tuple[str, ...] = ("ramp", "shepp-logan", "parzen", "butterworth", "hann", "hamming", "cosine")
@@ -86,6 +87,10 @@ class ReconParams:
         values from tomopy / tomocupy mean the same here; 0 turns phase retrieval off.
     pixel_size : float [micrometres]
         Detector pixel size at the sample, for Paganin phase retrieval.
+    ring_removal : {"none", "fw"}
+        ``"fw"`` subtracts from every frame the column stripes of the buffer's mean frame
+        (:mod:`tomostream.recon.rings`), the streaming counterpart of Fourier-wavelet stripe
+        removal; the RingRemoval PV's spellings (``"None"``) are accepted.
     """
 
     center: float
@@ -99,9 +104,11 @@ class ReconParams:
     distance: float = 100.0
     alpha: float = 0.0
     pixel_size: float = 1.0
+    ring_removal: str = "none"
 
     #: Fields whose change requires re-processing the raw frames (not only re-backprojecting).
-    PROCESSING = ("filter", "dezinger", "dezinger_threshold", "energy", "distance", "alpha", "pixel_size")
+    PROCESSING = ("filter", "dezinger", "dezinger_threshold", "energy", "distance", "alpha", "pixel_size",
+                  "ring_removal")
 
     def replace(self, width: int, height: int, **changes) -> ReconParams:
         """Return a validated copy with ``changes`` applied.
@@ -174,6 +181,7 @@ def _validated(v: dict, width: int, height: int) -> ReconParams:
         distance=_finite("distance", v["distance"], 0.0),
         alpha=_finite("alpha", v["alpha"], 0.0),
         pixel_size=_finite("pixel_size", v["pixel_size"], 0.0, low_open=True),
+        ring_removal=canonical_ring_removal(v["ring_removal"]),
     )
 
 

@@ -63,7 +63,7 @@ REFUSAL_PERIOD = 1.0
 _TOKENS = itertools.count()
 #: PVs whose change takes effect on the next published update.
 PARAM_PVS = ("Center", "FilterType", "Dezinger", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY",
-             "RotZ", "Zoom", "Energy", "Distance", "Alpha", "PixelSize")
+             "RotZ", "Zoom", "Energy", "Distance", "Alpha", "PixelSize", "RingRemoval")
 #: PVs naming the beamline's channels, read at StartRecon.
 CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName", "FlatPVAName",
                "ThetaPVAName")
@@ -331,15 +331,13 @@ class StreamSession:
     def _handle_commands(self) -> None:
         while True:
             try:
-                suffix, value = self.srv.commands.get_nowait()
+                suffix, _value = self.srv.commands.get_nowait()
             except queue.Empty:
                 break
             if suffix in ("AbortRecon", "stop"):
                 self.abort = True
             elif suffix in PARAM_PVS:
                 self._apply_params()
-            elif suffix == "RingRemoval" and value != "None":
-                self.srv.status(f"RingRemoval={value!r} is not available in this server: ignored")
             elif suffix == "ReconPVAName":
                 self.dirty = True  # the next update goes to the new channel
             elif suffix in CHANNEL_PVS:
@@ -472,7 +470,8 @@ class StreamSession:
                 ortho=(clamp(v("OrthoX"), w), clamp(v("OrthoY"), w), clamp(v("OrthoZ"), h)),
                 rot=(float(v("RotX")), float(v("RotY")), float(v("RotZ"))), zoom=float(v("Zoom")),
                 energy=float(v("Energy")), distance=float(v("Distance")),
-                alpha=float(v("Alpha")), pixel_size=float(v("PixelSize")))
+                alpha=float(v("Alpha")), pixel_size=float(v("PixelSize")),
+                ring_removal=v("RingRemoval"))
         except (TomostreamError, ValueError) as exc:
             self.srv.status(f"Running: parameter refused by the reconstruction: {exc}")
         self.dirty = True

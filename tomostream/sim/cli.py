@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--photons", type=float, default=2000.0, help="photons per pixel (0 = noiseless)")
     p.add_argument("--zingers", type=float, default=0.0, help="fraction of pixels hit per frame")
     p.add_argument("--center-offset", type=float, default=0.0, help="rotation axis offset [pixels]")
+    p.add_argument("--column-errors", type=float, default=0.0, metavar="FRACTION",
+                   help="miscalibrated detector: this fraction of the columns (0.05 = 5%%; "
+                        "the same columns every run) have a gain error of 2-10%% in the "
+                        "projections that the flat field does not see, so the slices show "
+                        "rings [%(default)s]")
     p.add_argument("--inclusion", choices=("grow", "move", "none"), default="grow",
                    help="part of the sample that changes during the scan")
     p.add_argument("--first-projid", type=int, default=1, help="uniqueId of the first frame")
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                           inclusion=args.inclusion, first_projid=args.first_projid,
                           wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb,
                           interfaces=interfaces, write_hosts=split_hosts(args.write_hosts) or None,
-                          image_plugins=args.image_plugins)
+                          image_plugins=args.image_plugins, column_errors=args.column_errors)
         sim.start()
     except (TomostreamError, OSError) as exc:
         print(f"tomostream sim: {exc}", file=sys.stderr)
