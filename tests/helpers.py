@@ -101,7 +101,7 @@ class Ca:
         self.prefix = prefix
 
     def get(self, suffix, **kw):
-        value = epics.caget(self.prefix + suffix, timeout=5.0, use_monitor=False, **kw)
+        value = epics.caget(self.prefix + suffix, timeout=PATIENCE, use_monitor=False, **kw)
         assert value is not None, f"no answer from {self.prefix}{suffix}"
         return value
 
@@ -115,5 +115,5 @@ class Ca:
 
     def put_nowait(self, suffix, value, callback=None):
         pv = epics.get_pv(self.prefix + suffix)
-        assert pv.wait_for_connection(5.0), suffix
+        assert pv.wait_for_connection(PATIENCE), suffix
         pv.put(value, wait=False, use_complete=True, callback=callback)

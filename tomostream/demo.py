@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     from bluesky import RunEngine
 
-    from .devices import TomoScanStream, TomoStream
+    from .devices import TomoScanStream, TomoStream, destroy_devices
     from .io import catalog as cat
     from .liveview import LiveView
     from .plans import ChangeDetector, stream_scan
@@ -178,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             view.show(tomostream.recon.get())
             png = view.save(out / "final_slices.png")
         finally:
-            tomostream.destroy()
-            tomoscan.destroy()
+            destroy_devices(tomostream, tomoscan)
     run = catalog[uid]
     files = []
     if "captures" in run:

@@ -6,7 +6,7 @@ import pytest
 from ophyd import Kind
 from ophyd.utils import WaitTimeoutError
 
-from tomostream.devices import FILTER_NAMES, TomoStream
+from tomostream.devices import FILTER_NAMES, TomoStream, destroy_devices
 from tomostream.errors import BadParameter
 from tomostream.ioc.tomostream_ioc import FILTER_TYPES
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.timeout(60)
 def device(tomostream_ioc):
     prefix, *_ = tomostream_ioc
     dev = TomoStream(prefix, name="ts")
-    dev.wait_for_connection(timeout=10)
+    dev.wait_for_connection(timeout=30)
     yield dev
-    dev.destroy()
+    destroy_devices(dev)
 
 
 def test_every_pv_name_is_served_by_the_ioc(tomostream_ioc):
@@ -30,7 +30,7 @@ def test_every_pv_name_is_served_by_the_ioc(tomostream_ioc):
     # every PV of the IOC has a component (nothing the IOC serves is out of reach)
     served = {name for name in group.pvdb if "." not in name}
     assert served == names
-    dev.destroy()
+    destroy_devices(dev)
 
 
 def test_filter_names_match_the_ioc_enum():
@@ -52,13 +52,15 @@ def test_kinds_give_a_clean_baseline(device):
 
 
 def test_set_recon_changes_settings_at_once(device):
-    status = device.set_recon(center=31.5, filter="shepp-logan", ortho=(3, 4, 5), rot=(1.0, 2.0, 3.0))
+    status = device.set_recon(center=31.5, filter="shepp-logan", ortho=(3, 4, 5), rot=(1.0, 2.0, 3.0),
+                              zoom=2.5)
     status.wait(10)
     assert device.center.get(use_monitor=False) == 31.5
     assert device.filter_type.get(use_monitor=False) == "Shepp-logan"
     assert [device.ortho_x.get(use_monitor=False), device.ortho_y.get(use_monitor=False),
             device.ortho_z.get(use_monitor=False)] == [3, 4, 5]
     assert device.rot_z.get(use_monitor=False) == 3.0
+    assert device.zoom.get(use_monitor=False) == 2.5
     device.set_recon().wait(1)  # nothing to change is fine
 
 
@@ -67,6 +69,8 @@ def test_set_recon_changes_settings_at_once(device):
     ({"center": float("nan")}, "Center=nan"),
     ({"ortho": (1, 2)}, "ortho="),
     ({"ortho": (1, -2, 3)}, ">= 0"),
+    ({"zoom": 0.5}, "Zoom=0.5"),
+    ({"zoom": float("inf")}, "Zoom=inf"),
 ])
 def test_set_recon_refuses_bad_values(device, kwargs, match):
     with pytest.raises(BadParameter, match=match):
@@ -80,6 +84,6 @@ def test_start_recon_put_completes_when_the_server_finishes(device, tomostream_i
         status.wait(0.3)  # the busy record holds the put while the reconstruction runs
     assert device.start_recon.get(use_monitor=False) == 1
     thread.run_coroutine(group.control.finished())  # what the stream server does when it stops
-    status.wait(5)
+    status.wait(30)
     assert status.success
     assert device.start_recon.get(use_monitor=False) == 0

@@ -15,7 +15,7 @@ CHANGES = {
     "Center": (1224.5, 1224.5), "CenterTweak": (0.25, 0.25), "FilterType": (2, "Ramp"),
     "Dezinger": (2, "Radius 3"), "RingRemoval": (1, "fw"), "OrthoX": (17, 17), "OrthoY": (5, 5),
     "OrthoZ": (3, 3), "RotY": (-12.5, -12.5), "Energy": (24.9, 24.9), "Distance": (120.0, 120.0),
-    "Alpha": (0.0005, 0.0005), "PixelSize": (0.69, 0.69), "ImagePlugins": (3, 3),
+    "Alpha": (0.0005, 0.0005), "PixelSize": (0.69, 0.69), "ImagePlugins": (3, 3), "Zoom": (2.5, 2.5),
     "DarkPVAName": ("2bmb:TS2:StreamDarkFields", "2bmb:TS2:StreamDarkFields"),
     "ReconPVAName": ("2bmb:TomoStream:Recon2", "2bmb:TomoStream:Recon2"),
 }

@@ -15,10 +15,11 @@ from tomostream.ioc.tomostream_ioc import (
     RING_REMOVAL_TYPES,
     TomoStreamIOC,
 )
+from tomostream.recon.params import MAX_ZOOM
 from tomostream.server.frames import dezinger_radius
 
-# suffix -> (record type, enum strings or None); pv-names.md plus the frame counters and
-# ImagePlugins
+# suffix -> (record type, enum strings or None); pv-names.md plus the frame counters,
+# ImagePlugins and Zoom
 EXPECTED = {
     "TomoScanPVPrefix": ("stringout", None), "ImagePVAPName": ("stringout", None),
     "DarkPVAName": ("stringout", None), "FlatPVAName": ("stringout", None),
@@ -29,7 +30,7 @@ EXPECTED = {
     "Dezinger": ("mbbo", ("None", "Radius 2", "Radius 3", "Radius 4")),
     "RingRemoval": ("mbbo", ("None", "fw")),
     "OrthoX": ("longout", None), "OrthoY": ("longout", None), "OrthoZ": ("longout", None),
-    "RotX": ("ao", None), "RotY": ("ao", None), "RotZ": ("ao", None),
+    "RotX": ("ao", None), "RotY": ("ao", None), "RotZ": ("ao", None), "Zoom": ("ao", None),
     "Energy": ("ao", None), "Distance": ("ao", None), "Alpha": ("ao", None),
     "PixelSize": ("ao", None), "ReconStatus": ("waveform", None), "ReconTime": ("ao", None),
     "Watchdog": ("calcout", None), "ServerRunning": ("bi", ("Stopped", "Running")),
@@ -51,7 +52,7 @@ WRITES = {
     "Center": (12.5, 12.5), "CenterTweak": (0.25, 0.25),
     "FilterType": (2, "Ramp"), "Dezinger": (3, "Radius 4"), "RingRemoval": (1, "fw"),
     "OrthoX": (7, 7), "OrthoY": (8, 8), "OrthoZ": (9, 9),
-    "RotX": (1.5, 1.5), "RotY": (-2.0, -2.0), "RotZ": (30.0, 30.0),
+    "RotX": (1.5, 1.5), "RotY": (-2.0, -2.0), "RotZ": (30.0, 30.0), "Zoom": (3.5, 3.5),
     "Energy": (25.0, 25.0), "Distance": (150.0, 150.0), "Alpha": (0.001, 0.001),
     "PixelSize": (0.65, 0.65), "ImagePlugins": (2, 2), "CenterAuto": (1, "Yes"),
 }
@@ -169,6 +170,20 @@ def test_image_plugins_are_clamped_to_what_a_stream_is_spread_over(ioc):
     assert "ImagePlugins=9 is outside 1..8: set to 8" in caget(group, "ReconStatus", as_string=True)
     caput(group, "ImagePlugins", 0)
     assert caget(group, "ImagePlugins") == 1
+
+
+def test_zoom_is_clamped_to_1_16_and_nan_refused(ioc):
+    group, _, recorder = ioc
+    caput(group, "Zoom", 40.0)
+    assert caget(group, "Zoom") == pytest.approx(MAX_ZOOM)
+    assert recorder.wait_for("Zoom") == pytest.approx(MAX_ZOOM)
+    assert "Zoom=40 is outside 1..16: set to 16" in caget(group, "ReconStatus", as_string=True)
+    caput(group, "Zoom", 0.5)
+    assert caget(group, "Zoom") == pytest.approx(1.0)
+    assert "Zoom=0.5 is outside 1..16: set to 1" in caget(group, "ReconStatus", as_string=True)
+    caput(group, "Zoom", math.nan)
+    assert caget(group, "Zoom") == pytest.approx(1.0)
+    assert "Zoom=nan" in caget(group, "ReconStatus", as_string=True)
 
 
 def test_watchdog_drives_server_running(ioc, wait_until):

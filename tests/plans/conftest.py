@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tomostream.demo import simulated_beamline
-from tomostream.devices import TomoScanStream, TomoStream
+from tomostream.devices import TomoScanStream, TomoStream, destroy_devices
 from tomostream.io import catalog as cat
 
 #: Frames per scan and frame rate: a scan lasts NUM_ANGLES / FPS seconds.
@@ -42,8 +42,7 @@ def beamline(catalog_dir):
 def devices(beamline):
     tomoscan = TomoScanStream(beamline.tomoscan_prefix, name="tomoscan")
     tomostream = TomoStream(beamline.tomostream_prefix, name="tomostream")
-    tomoscan.wait_for_connection(timeout=10)
-    tomostream.wait_for_connection(timeout=10)
+    tomoscan.wait_for_connection(timeout=30)
+    tomostream.wait_for_connection(timeout=30)
     yield tomoscan, tomostream
-    tomostream.destroy()
-    tomoscan.destroy()
+    destroy_devices(tomostream, tomoscan)

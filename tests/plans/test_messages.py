@@ -35,6 +35,11 @@ def test_set_recon_table():
     ]
 
 
+def test_set_recon_zoom_table():
+    rows = table(set_recon(STREAM, zoom=4))
+    assert rows == [("set", "tomostream_zoom", (4.0,)), ("wait", None, ())]
+
+
 def test_set_recon_with_nothing_to_do_yields_nothing():
     assert table(set_recon(STREAM)) == []
 
@@ -107,6 +112,8 @@ def test_stream_scan_refuses_bad_arguments(kwargs, match):
 def test_bad_setting_is_refused_before_any_message():
     with pytest.raises(BadParameter, match="FilterType='sinc'"):
         list(set_recon(STREAM, filter="sinc"))
+    with pytest.raises(BadParameter, match="Zoom=0"):
+        list(set_recon(STREAM, zoom=0))
 
 
 class FakeClock:

@@ -10,8 +10,10 @@ import pytest
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 from event_model import DocumentNames, schema_validators
+from helpers import wait_until
 
-from tomostream.devices import split_slices
+from tomostream.devices import TomoScanStream, destroy_devices, split_slices
+from tomostream.errors import CaptureError
 from tomostream.io import catalog as cat
 from tomostream.io import read_capture
 from tomostream.io.capture import missing_parts
@@ -184,3 +186,56 @@ def test_exception_in_the_trigger_stops_everything(RE, devices, catalog):
     assert stop["exit_status"] == "fail"
     assert "trigger bug" in stop["reason"]
     assert catalog[stop["run_start"]].metadata["stop"]["exit_status"] == "fail"
+
+
+def scan_device(beamline, **templates):
+    """A second TomoScanStream on the simulator, with FilePath read elsewhere."""
+    device = TomoScanStream(beamline.tomoscan_prefix, name="tomoscan", **templates)
+    device.wait_for_connection(timeout=30)
+    return device
+
+
+def test_a_capture_folder_mounted_elsewhere_is_read_there(RE, devices, catalog, catalog_dir,
+                                                          beamline, tmp_path):
+    _, tomostream = devices
+    written = cat.capture_dir(catalog_dir)
+    # the same folder under another name, inside what the catalog may read
+    mounted = written / f"mounted-{tmp_path.name}"
+    mounted.symlink_to(written, target_is_directory=True)
+    tomoscan = scan_device(beamline, write_path_template=str(written), read_path_template=str(mounted))
+    try:
+        (uid,) = RE(stream_scan(tomoscan, tomostream, capture_when=lambda image: True, num_capture=10,
+                                pre_count=5, max_captures=1, poll_period=0.25,
+                                snapshot_dir=cat.snapshot_dir(catalog_dir)))
+    finally:
+        destroy_devices(tomoscan)
+    run = catalog[uid]
+    main = Path(str(run["captures"].read()["captures_file"].values[0]))
+    assert main.parent == mounted
+    assert_frames_recorded(run, [read_capture(main)])
+
+
+def test_a_capture_folder_not_seen_here_is_a_clear_error_and_nothing_is_lost(RE, devices, catalog,
+                                                                             catalog_dir, beamline,
+                                                                             tmp_path):
+    _, tomostream = devices
+    written = cat.capture_dir(catalog_dir)
+    tomoscan = scan_device(beamline, write_path_template=str(written),
+                           read_path_template=str(tmp_path / "not-mounted"))
+    try:
+        with pytest.raises(CaptureError, match="not a folder on this machine") as raised:
+            RE(stream_scan(tomoscan, tomostream, capture_when=lambda image: True, num_capture=10,
+                           max_captures=1, poll_period=0.25, snapshot_dir=cat.snapshot_dir(catalog_dir)))
+        base = tomoscan.stream_file_name.get(use_monitor=False)
+        assert_stopped(tomoscan, tomostream)
+    finally:
+        destroy_devices(tomoscan)
+    assert f"FilePath {written}" in str(raised.value) and base in str(raised.value)
+    (stop,) = RE.docs.named("stop")
+    assert stop["exit_status"] == "fail" and "not a folder on this machine" in stop["reason"]
+    run = catalog[stop["run_start"]]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    assert len(run["primary"].read()["tomostream_frames_used"]) >= 1   # the readings so far
+    main = written / base                                            # TomoScan's file is whole
+    wait_until(lambda: not missing_parts(main), what=f"{main} complete")
+    assert len(read_capture(main).projections) >= 1

@@ -56,6 +56,26 @@ def test_failing_device_moves_to_the_cpu_keeping_the_buffer(frames):
                                atol=1e-5 * np.abs(reference(frames)).max())
 
 
+def test_ring_removal_survives_the_move_to_the_cpu(frames):
+    """The running sum of the buffered frames is counted again on the CPU from the frames
+    copied over, and the slices are those of the whole buffer corrected there."""
+    data, angles = frames
+    rec = OrthoReconstructor(N, NZ, P, backend=broken_device_backend(after_calls=2), batch=1)
+    rec.set_params(ring_removal="fw")
+    rec.push(data[:10], angles[:10])              # the first frame incremental, then re-processed:
+    rec.image()                                   # two calls
+    assert rec.backend == "brokengpu"
+    rec.push(data[10:], angles[10:])              # the device fails at the next frame
+    assert rec.backend == "numpy"
+    image = rec.image()
+    assert rec.filled == P
+    np.testing.assert_array_equal(rec._rings._sum, data.sum(axis=0, dtype=np.float64))
+    want = OrthoReconstructor(N, NZ, P, backend="numpy")
+    want.push(data, angles)
+    want.set_params(ring_removal="fw")
+    np.testing.assert_allclose(image, want.image(), rtol=1e-4, atol=1e-5 * np.abs(image).max())
+
+
 def test_failure_while_computing_the_slices_falls_back_too(frames):
     data, angles = frames
     rec = OrthoReconstructor(N, NZ, P, backend=broken_device_backend(after_calls=2), batch=30)

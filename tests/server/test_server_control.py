@@ -120,7 +120,7 @@ def test_cli_help_explains_the_environment(capsys):
 
 # -- random writes ---------------------------------------------------------------------------
 FLOAT_PVS = ("Center", "CenterTweak", "CenterTweakUp", "CenterTweakDown", "RotX", "RotY", "RotZ",
-             "Energy", "Distance", "Alpha", "PixelSize")
+             "Zoom", "Energy", "Distance", "Alpha", "PixelSize")
 INT_PVS = ("OrthoX", "OrthoY", "OrthoZ")
 ENUM_PVS = {"FilterType": 4, "Dezinger": 4, "RingRemoval": 2}
 STRING_PVS = ("ImagePVAPName", "DarkPVAName", "FlatPVAName", "ThetaPVAName", "ReconPVAName",

@@ -324,14 +324,15 @@ def test_an_ophyd_device_on_the_same_pvs_leaves_the_servers_watches_alone(beamli
     the server watches: the server keeps following them and its session ends cleanly."""
     from ophyd import EpicsSignal
 
+    from tomostream.devices import destroy_devices
+
     start_recon(ca, quiet_server)
     sim = beamline.prefix
     signals = [EpicsSignal(sim + "FrameType", name="frame_type"),
                EpicsSignal(sim + "FirstProjid", name="first_projid")]
     for signal_ in signals:
-        signal_.wait_for_connection(timeout=10)
-    for signal_ in signals:
-        signal_.destroy()  # ophyd clears its channels and unsets their context
+        signal_.wait_for_connection(timeout=30)
+    destroy_devices(*signals)  # ophyd clears its channels and unsets their context
     scan(sim_ca, ca)
     wait_until(lambda: ca.get("BufferSize") == "60/60", 10.0, "a full buffer")
     check_phantom(beamline, recon.settled(ca)[1], (N // 2, N // 2, NZ // 2))

@@ -35,7 +35,8 @@ def _triple(label: str, values: Sequence, kind: type) -> tuple:
 
 
 def recon_settings(tomostream, *, center: float | None = None, filter: str | None = None,
-                   ortho: Sequence[int] | None = None, rot: Sequence[float] | None = None) -> list:
+                   ortho: Sequence[int] | None = None, rot: Sequence[float] | None = None,
+                   zoom: float | None = None) -> list:
     """``[(signal, value), ...]`` for the settings given (None = leave as is), validated.
 
     Parameters
@@ -50,11 +51,14 @@ def recon_settings(tomostream, *, center: float | None = None, filter: str | Non
         Slice positions X, Y, Z [pixels]; must be >= 0.
     rot : (float, float, float), optional
         Slice tilts X, Y, Z [degrees].
+    zoom : float, optional
+        Software zoom of the slices, >= 1 (the IOC clamps it to 1..16).
 
     Raises
     ------
     BadParameter
-        On a non-finite center, an unknown filter, a negative slice position or a wrong count.
+        On a non-finite center, an unknown filter, a negative slice position, a wrong count or
+        a zoom that is not a finite number >= 1.
     """
     pairs = []
     if center is not None:
@@ -71,4 +75,8 @@ def recon_settings(tomostream, *, center: float | None = None, filter: str | Non
     if rot is not None:
         rx, ry, rz = _triple("rot", rot, float)
         pairs += [(tomostream.rot_x, rx), (tomostream.rot_y, ry), (tomostream.rot_z, rz)]
+    if zoom is not None:
+        if not math.isfinite(float(zoom)) or float(zoom) < 1.0:
+            raise BadParameter(f"Zoom={zoom!r} must be a finite number >= 1")
+        pairs.append((tomostream.zoom, float(zoom)))
     return pairs

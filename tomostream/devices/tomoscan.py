@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path, PurePosixPath
+
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 
@@ -21,7 +23,31 @@ class TomoScanStream(Device):
         PV prefix, e.g. ``"2bmb:TomoScanStream:"``.
     name : str
         Device name; prefixes the data keys.
+    write_path_template, read_path_template : str, optional
+        Where TomoScan's FilePath folders are seen from this machine, as ophyd's file plugins
+        say it: a FilePath under ``write_path_template`` (the folder as the detector computer
+        names it, e.g. ``"/local/data"``) is read under ``read_path_template`` (the same
+        folder mounted here, e.g. ``"/mnt/2bmb/data"``). Both None: the same path here.
     """
+
+    def __init__(self, prefix: str = "", *, write_path_template: str | None = None,
+                 read_path_template: str | None = None, **kwargs):
+        if (write_path_template is None) != (read_path_template is None):
+            raise ValueError("give both write_path_template and read_path_template, or neither")
+        self.write_path_template = write_path_template
+        self.read_path_template = read_path_template
+        super().__init__(prefix, **kwargs)
+
+    def local_path(self, file_path: str) -> Path:
+        """TomoScan's FilePath ``file_path`` as this machine reads it (see the templates)."""
+        if self.write_path_template is None:
+            return Path(file_path)
+        written = PurePosixPath(self.write_path_template)
+        try:
+            rest = PurePosixPath(file_path).relative_to(written)
+        except ValueError:               # outside the mapped folder: taken as it is
+            return Path(file_path)
+        return Path(self.read_path_template) / rest
 
     # --- scan settings ---------------------------------------------------------------------
     rotation_start = Cpt(EpicsSignal, "RotationStart", put_complete=True, kind="config")  # [degrees]

@@ -49,6 +49,7 @@ class TomoStream(Device):
     rot_x = Cpt(EpicsSignal, "RotX", put_complete=True, kind="config")  # [degrees]
     rot_y = Cpt(EpicsSignal, "RotY", put_complete=True, kind="config")  # [degrees]
     rot_z = Cpt(EpicsSignal, "RotZ", put_complete=True, kind="config")  # [degrees]
+    zoom = Cpt(EpicsSignal, "Zoom", put_complete=True, kind="config")  # [1], 1..16
     energy = Cpt(EpicsSignal, "Energy", put_complete=True, kind="config")  # [keV]
     distance = Cpt(EpicsSignal, "Distance", put_complete=True, kind="config")  # [mm]
     alpha = Cpt(EpicsSignal, "Alpha", put_complete=True, kind="config")
@@ -80,7 +81,8 @@ class TomoStream(Device):
 
     def set_recon(self, *, center: float | None = None, filter: str | None = None,
                   ortho: tuple[int, int, int] | None = None,
-                  rot: tuple[float, float, float] | None = None) -> StatusBase:
+                  rot: tuple[float, float, float] | None = None,
+                  zoom: float | None = None) -> StatusBase:
         """Change several reconstruction settings at once; each takes effect on the next update.
 
         Parameters
@@ -93,6 +95,8 @@ class TomoStream(Device):
             Slice positions (X column, Y column, Z row) [pixels].
         rot : (float, float, float), optional
             Tilts of the X, Y, Z slice planes [degrees].
+        zoom : float, optional
+            Software zoom of the slices about their crossing point, 1..16.
 
         Returns
         -------
@@ -101,7 +105,7 @@ class TomoStream(Device):
         """
         status = None
         for signal, value in recon_settings(self, center=center, filter=filter, ortho=ortho,
-                                            rot=rot):
+                                            rot=rot, zoom=zoom):
             st = signal.set(value)
             status = st if status is None else status & st
         if status is None:

@@ -165,6 +165,10 @@ class ReconParams(_Part):
                        doc="turn of the Y slice about the rotation axis")
     RotZ = pvproperty(value=0.0, record="ao", units="degrees", precision=2,
                        doc="tilt of the Z slice about the y direction")
+    Zoom = pvproperty(value=1.0, record="ao", precision=2,
+                      doc="software zoom of the three slices, 1..16: each shows a field 1/Zoom "
+                          "as wide about the point where they cross, sampled Zoom times finer, "
+                          "image size unchanged")
     Energy = pvproperty(value=20.0, record="ao", units="keV", precision=2,
                         doc="X-ray energy for phase retrieval [keV]")
     Distance = pvproperty(value=50.0, record="ao", units="mm", precision=2,
@@ -181,6 +185,7 @@ class ReconParams(_Part):
         "RotZ": (-180.0, 180.0, False), "Energy": (0.0, 1000.0, True),
         "Distance": (0.0, 1.0e5, False), "Alpha": (0.0, 1.0e3, False),
         "PixelSize": (0.0, 1.0e4, True), "CenterTweak": (0.0, 1.0e4, False),
+        "Zoom": (1.0, 16.0, False),
     }
 
     @Center.putter
@@ -209,6 +214,7 @@ class ReconParams(_Part):
     RotX.putter(_bounded)
     RotY.putter(_bounded)
     RotZ.putter(_bounded)
+    Zoom.putter(_bounded)
     Energy.putter(_bounded)
     Distance.putter(_bounded)
     Alpha.putter(_bounded)
@@ -360,11 +366,12 @@ class TomoStreamIOC(PVGroup):
     Parzen, Shepp-logan, Ramp, Butterworth), Dezinger (mbbo: 0 None, 1 Radius 2, 2 Radius 3,
     3 Radius 4; a pixel more than 30% above the median of its neighbourhood is replaced by
     it), RingRemoval (mbbo: None, fw), OrthoX / OrthoY / OrthoZ (longout, pixels), RotX /
-    RotY / RotZ (ao, degrees), Energy (ao, keV), Distance (ao, mm), Alpha (ao; tomopy's
+    RotY / RotZ (ao, degrees), Zoom (ao, 1..16: the slices magnified about their crossing
+    point, image size unchanged), Energy (ao, keV), Distance (ao, mm), Alpha (ao; tomopy's
     retrieve_phase scale; 0 = no phase retrieval), PixelSize (ao, um). An unset Center (0)
     or all-zero OrthoX/Y/Z go to the middle of the first frames; all four follow a change of
-    frame size (binning). RingRemoval fw is kept
-    but not applied (the reconstruction engine has no ring filter); ReconStatus says so.
+    frame size (binning). RingRemoval fw subtracts from every frame the column stripes of the
+    buffer's mean frame (streaming counterpart of Fourier-wavelet stripe removal).
 
     Rotation axis: CenterEstimate (ao, pixels, read-only; the axis found from the buffered
     frames, NaN until they cover 180 degrees), CenterAuto (bo No/Yes; Yes: Center follows

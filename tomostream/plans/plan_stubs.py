@@ -13,7 +13,7 @@ from bluesky.utils import Msg, short_uid
 
 from ..devices.capture import CaptureRecorder
 from ..devices.recon_settings import recon_settings
-from ..errors import BadParameter
+from ..errors import BadParameter, CaptureError
 from ..io.capture import COMPLETE_TIMEOUT, circular_buffer_path, incomplete_error, missing_parts
 from ..io.dxfile import check_file_name
 
@@ -30,7 +30,7 @@ SKIPPED_AFTER = 10.0
 
 def set_recon(tomostream, *, center: float | None = None, filter: str | None = None,
               ortho: Sequence[int] | None = None, rot: Sequence[float] | None = None,
-              wait: bool = True) -> Generator[Msg, object, None]:
+              zoom: float | None = None, wait: bool = True) -> Generator[Msg, object, None]:
     """Change reconstruction settings together (None leaves a setting as it is).
 
     Parameters
@@ -44,10 +44,12 @@ def set_recon(tomostream, *, center: float | None = None, filter: str | None = N
         Slice positions X, Y, Z [pixels].
     rot : (float, float, float), optional
         Slice tilts X, Y, Z [degrees].
+    zoom : float, optional
+        Software zoom of the slices about their crossing point, 1..16.
     wait : bool
         Wait until every write has completed.
     """
-    pairs = recon_settings(tomostream, center=center, filter=filter, ortho=ortho, rot=rot)
+    pairs = recon_settings(tomostream, center=center, filter=filter, ortho=ortho, rot=rot, zoom=zoom)
     group = short_uid("set_recon")
     for signal, value in pairs:
         yield from bps.abs_set(signal, value, group=group)
@@ -88,6 +90,20 @@ def _changed(signal, before, timeout: float | None = None,
         if value is None or value != before or time.monotonic() > deadline:
             return value
         yield from bps.sleep(poll)
+
+
+def _local_folder(tomoscan, folder: str, base: str) -> Path:
+    """TomoScan's FilePath as read here; a clear error when no such folder is seen here."""
+    local_path = getattr(tomoscan, "local_path", Path)
+    local = local_path(folder)
+    if not local.is_dir():
+        seen = "" if str(local) == folder else f" (read here as {local})"
+        raise CaptureError(
+            f"TomoScan's FilePath {folder}{seen} is not a folder on this machine, so capture {base} "
+            "cannot be recorded: it stays where TomoScan wrote it. Mount that folder here, or give "
+            "TomoScanStream(..., write_path_template=<FilePath's folder>, "
+            "read_path_template=<where it is mounted here>)")
+    return local
 
 
 def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_TIMEOUT,
@@ -164,7 +180,8 @@ def capture(tomoscan, tomostream=None, recorder: CaptureRecorder | None = None, 
     Raises
     ------
     CaptureError
-        The files are not complete after ``timeout`` or cannot be read.
+        FilePath is not a folder here, or the files are not complete after ``timeout``
+        or cannot be read.
     """
     recorder = recorder if recorder is not None else CaptureRecorder(CAPTURES_STREAM)
     yield from configure_capture(tomoscan, num_capture, pre_count)
@@ -184,7 +201,7 @@ def capture(tomoscan, tomostream=None, recorder: CaptureRecorder | None = None, 
         log.warning("capture skipped by TomoScan (StreamNumTotalCaptured stayed %s for %g s)",
                     total, SKIPPED_AFTER)
         return None
-    main = Path(str(folder)) / check_file_name(str(base))
+    main = _local_folder(tomoscan, str(folder), str(base)) / check_file_name(str(base))
     saved = None if before is None or total is None else int(total) - int(before)
     files = yield from wait_capture_files(main, saved, timeout)
     recorder.record(files, slices)

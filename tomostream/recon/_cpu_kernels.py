@@ -302,7 +302,8 @@ def backproject_yx(filt, idx, cos_t, sin_t, weights, center, iy, ix, out_y, out_
 
 @njit(parallel=True, cache=True)
 def backproject_points(filt, idx, cos_t, sin_t, weights, center, points, out):
-    """Add the backprojection of frames ``filt[idx]`` at arbitrary sample points (tilted slices).
+    """Add the backprojection of frames ``filt[idx]`` at arbitrary sample points (tilted or zoomed
+    slices).
 
     Parameters
     ----------

@@ -31,8 +31,8 @@ def _host_frames(backend: str, k: int, nz: int, n: int, seed: int = 0) -> np.nda
 
 
 def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, rebuilds: int = 5,
-            seconds: float = 3.0) -> dict:
-    """Time one ``n`` x ``nz`` detector with a ``p``-slot buffer.
+            seconds: float = 3.0, zoom: float = 1.0) -> dict:
+    """Time one ``n`` x ``nz`` detector with a ``p``-slot buffer (slices at ``zoom``).
 
     Returns
     -------
@@ -41,6 +41,7 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
     """
     rec = OrthoReconstructor(width=n, height=nz, buffer_size=p, backend=backend, rebuild_every=0)
     rec.set_flat(np.full((nz, n), 1000.0))
+    rec.set_params(zoom=zoom)
     frames = _host_frames(rec.backend, batch, nz, n)
     step = 180.0 / p
     t0 = time.perf_counter()
@@ -67,7 +68,8 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
     inc_s = time.perf_counter() - t0
     stale = rec._stale_sums                                 # must be False: every push was incremental
     return {
-        "size": f"{n}x{nz}x{p}", "backend": rec.backend, "device": rec._be.device, "batch": batch,
+        "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec._be.device,
+        "batch": batch,
         "fill_s": round(fill_s, 4), "full_rebuild_s": round(min(times), 5),
         "full_rebuild_median_s": round(float(np.median(times)), 5),
         "incremental_fps": round(pushed / inc_s, 1), "incremental_frames": pushed,
@@ -83,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="detector width, height and buffer size (repeatable; default 256 256 180)")
     ap.add_argument("--batch", type=int, default=32, help="frames per push")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of the incremental run")
+    ap.add_argument("--zoom", type=float, default=1.0, help="software zoom of the slices (1..16)")
     args = ap.parse_args(argv)
-    results = [measure(n, nz, p, args.backend, args.batch, seconds=args.seconds)
+    results = [measure(n, nz, p, args.backend, args.batch, seconds=args.seconds, zoom=args.zoom)
                for n, nz, p in (args.size or [(256, 256, 180)])]
     print(json.dumps({"date": time.strftime("%Y-%m-%d"), "host": platform.node(),
                       "cpu": platform.processor() or platform.machine(), "results": results}, indent=1))

@@ -17,8 +17,43 @@ def _turn(a: np.ndarray, b: np.ndarray, degrees: float) -> tuple[np.ndarray, np.
     return a * c + b * s, -a * s + b * c
 
 
-def slice_points(n: int, nz: int, ortho: tuple[int, int, int],
-                 rot: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _field_centre(count: int, crossing: float, zoom: float) -> float:
+    """Middle of the zoomed field along one axis [pixels]: the crossing point, moved just
+    enough that the field (``count / zoom`` wide) stays inside ``0 .. count``."""
+    reach = 0.5 * count / zoom
+    return min(max(float(crossing), reach), count - reach)
+
+
+def zoom_axis(count: int, crossing: float, zoom: float) -> np.ndarray:
+    """Sample coordinate of each of ``count`` output pixels along one axis, relative to the
+    middle (``coordinate = pixel - count/2``) [pixels].
+
+    The field is ``count / zoom`` wide, sampled ``zoom`` times finer, centred on ``crossing``
+    (the slice position along this axis [pixels]) unless that would reach outside
+    ``0 .. count``, where it stops at the edge. ``zoom = 1`` gives ``arange(count) - count/2``
+    exactly, and the field moves continuously with ``zoom``.
+    """
+    half = 0.5 * count
+    return _field_centre(count, crossing, zoom) - half + (np.arange(count) - half) / zoom
+
+
+def crossing_pixel(count: int, crossing: float, zoom: float) -> float:
+    """Output pixel (fractional) at which the slice position ``crossing`` appears along an axis
+    of ``count`` pixels at ``zoom`` (:func:`zoom_axis`); ``crossing`` itself at ``zoom = 1``."""
+    half = 0.5 * count
+    return half + (crossing - _field_centre(count, crossing, zoom)) * zoom
+
+
+def crossing_pixels(n: int, nz: int, ortho: tuple[int, int, int], zoom: float) -> tuple[int, int, int]:
+    """``(ix, iy, iz)`` of the slice-crossing lines in the zoomed slices [pixels], rounded and
+    kept inside the slices: ``ortho`` itself at ``zoom = 1``."""
+    sizes = (n, n, nz)
+    return tuple(min(max(int(round(crossing_pixel(size, c, zoom))), 0), size - 1)
+                 for size, c in zip(sizes, ortho, strict=True))
+
+
+def slice_points(n: int, nz: int, ortho: tuple[int, int, int], rot: tuple[float, float, float],
+                 zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample points of the Z, Y and X slices.
 
     The untilted slices are ``z[iy, ix]`` at row ``iz``, ``y[iz, ix]`` at ``iy`` and
@@ -28,12 +63,21 @@ def slice_points(n: int, nz: int, ortho: tuple[int, int, int],
     X slice at the centre shows the Y slice through the centre, columns in the same order);
     ``rz`` tilts the Z slice about the horizontal y direction through the volume centre.
 
+    ``zoom`` magnifies each slice in its own plane (before the turns): along each axis the
+    slice covers a field ``1 / zoom`` as wide, sampled ``zoom`` times finer, centred on the
+    crossing point as far as the volume allows (see :func:`zoom_axis`), so the region about
+    the crossing point fills the image. ``zoom = 1`` gives exactly the unzoomed points; the
+    crossing point is then at pixel :func:`crossing_pixel` of each axis. Detector rows (``z``)
+    become fractional.
+
     Parameters
     ----------
     n, nz : int [pixels]
         Detector width and height.
     ortho : (int, int, int) [pixels]
     rot : (float, float, float) [degrees]
+    zoom : float [1]
+        Magnification, >= 1.
 
     Returns
     -------
@@ -42,12 +86,13 @@ def slice_points(n: int, nz: int, ortho: tuple[int, int, int],
     """
     ix, iy, iz = ortho
     rx, ry, rz = rot
-    c = np.arange(n) - n / 2.0
-    cz = np.arange(nz) - nz / 2.0
     x0, y0, z0 = ix - n / 2.0, iy - n / 2.0, iz - nz / 2.0
-    zx, zy, zz = np.broadcast_arrays(c[None, :], c[:, None], np.full((1, 1), z0))  # rows y, cols x
-    yx, yy, yz = np.broadcast_arrays(c[None, :], np.full((1, 1), y0), cz[:, None])  # rows z, cols x
-    xx, xy, xz = np.broadcast_arrays(np.full((1, 1), x0), c[None, :], cz[:, None])  # rows z, cols y
+    cx = zoom_axis(n, ix, zoom)                # x of each column of the Z and Y slices
+    cy = zoom_axis(n, iy, zoom)                # y of each row of Z, each column of X
+    cz = zoom_axis(nz, iz, zoom)               # z of each row of Y and X
+    zx, zy, zz = np.broadcast_arrays(cx[None, :], cy[:, None], np.full((1, 1), z0))  # rows y, cols x
+    yx, yy, yz = np.broadcast_arrays(cx[None, :], np.full((1, 1), y0), cz[:, None])  # rows z, cols x
+    xx, xy, xz = np.broadcast_arrays(np.full((1, 1), x0), cy[None, :], cz[:, None])  # rows z, cols y
     zx, zz = _turn(zx, zz, rz)
     yx, yy = _turn(yx, yy, ry)
     xy, xx = _turn(xy, xx, -rx)

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from tomostream.errors import BadParameter
+from tomostream.recon.rings import canonical_ring_removal
 
 #: Canonical filter names (lower case), in the order the documentation lists them.
 FILTERS: tuple[str, ...] = ("ramp", "shepp-logan", "parzen", "butterworth", "hann", "hamming", "cosine")
@@ -26,6 +27,8 @@ MAX_DEZINGER_RADIUS = 4
 #: 16-bit cameras and float frames alike; at a median of m photons the noise is sqrt(m), so
 #: 0.3 m is beyond 3 sigma from m = 100 photons up.
 DEZINGER_THRESHOLD = 0.3
+#: Largest software zoom of the slices (the Zoom PV offers 1..16).
+MAX_ZOOM = 16.0
 
 
 def canonical_filter(name: str) -> str:
@@ -63,6 +66,11 @@ class ReconParams:
         the Y slice about the vertical rotation axis through the volume centre, the Z slice
         about the horizontal y direction through the volume centre (see
         :func:`~tomostream.recon.geometry.slice_points`); ``(0, 0, 0)`` gives untilted slices.
+    zoom : float [1]
+        Software magnification of the three slices, 1..:data:`MAX_ZOOM`: each covers a field
+        ``1 / zoom`` as wide centred on the point where the slices cross (as far as the volume
+        allows), sampled ``zoom`` times finer, with the same number of pixels (see
+        :func:`~tomostream.recon.geometry.slice_points`); 1 gives the whole slices.
     dezinger : int [pixels]
         Median radius of the outlier filter applied to raw frames; 0 turns it off.
     dezinger_threshold : float [fraction of the local median]
@@ -79,21 +87,28 @@ class ReconParams:
         values from tomopy / tomocupy mean the same here; 0 turns phase retrieval off.
     pixel_size : float [micrometres]
         Detector pixel size at the sample, for Paganin phase retrieval.
+    ring_removal : {"none", "fw"}
+        ``"fw"`` subtracts from every frame the column stripes of the buffer's mean frame
+        (:mod:`tomostream.recon.rings`), the streaming counterpart of Fourier-wavelet stripe
+        removal; the RingRemoval PV's spellings (``"None"``) are accepted.
     """
 
     center: float
     filter: str = "parzen"
     ortho: tuple[int, int, int] = (0, 0, 0)
     rot: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    zoom: float = 1.0
     dezinger: int = 0
     dezinger_threshold: float = DEZINGER_THRESHOLD
     energy: float = 20.0
     distance: float = 100.0
     alpha: float = 0.0
     pixel_size: float = 1.0
+    ring_removal: str = "none"
 
     #: Fields whose change requires re-processing the raw frames (not only re-backprojecting).
-    PROCESSING = ("filter", "dezinger", "dezinger_threshold", "energy", "distance", "alpha", "pixel_size")
+    PROCESSING = ("filter", "dezinger", "dezinger_threshold", "energy", "distance", "alpha", "pixel_size",
+                  "ring_removal")
 
     def replace(self, width: int, height: int, **changes) -> ReconParams:
         """Return a validated copy with ``changes`` applied.
@@ -159,12 +174,14 @@ def _validated(v: dict, width: int, height: int) -> ReconParams:
         filter=canonical_filter(v["filter"]),
         ortho=tuple(ortho),
         rot=rot,
+        zoom=_finite("zoom", v["zoom"], 1.0, MAX_ZOOM),
         dezinger=int(dz),
         dezinger_threshold=_finite("dezinger_threshold", v["dezinger_threshold"], 0.0, low_open=True),
         energy=_finite("energy", v["energy"], 0.0, low_open=True),
         distance=_finite("distance", v["distance"], 0.0),
         alpha=_finite("alpha", v["alpha"], 0.0),
         pixel_size=_finite("pixel_size", v["pixel_size"], 0.0, low_open=True),
+        ring_removal=canonical_ring_removal(v["ring_removal"]),
     )
 
 

@@ -1,12 +1,13 @@
 """``OrthoReconstructor``: three orthogonal slices kept reconstructed from the last 180 degrees.
 
 Per frame: dark/flat normalisation, optional dezinger and Paganin phase retrieval, ``-log``,
-row filtering; the filtered frame goes into the slot of its angle modulo 180 degrees (one
-frame per slot, a newer frame replaces the older). Unnormalised slice sums are updated by
-subtracting the replaced frame's backprojection and adding the new one's (work per frame, not
-per buffer); the slices are those sums times ``pi / filled``. Parameter changes invalidate
-lazily: the next :meth:`OrthoReconstructor.slices` re-processes raw frames (dark, flat,
-filter, dezinger, phase) or only re-backprojects the filtered buffer (center, ortho, rot).
+optional ring removal (:mod:`.rings`), row filtering; the filtered frame goes into the slot of
+its angle modulo 180 degrees (one frame per slot, a newer frame replaces the older).
+Unnormalised slice sums are updated by subtracting the replaced frame's backprojection and
+adding the new one's (work per frame, not per buffer); the slices are those sums times
+``pi / filled``. Parameter changes invalidate lazily: the next
+:meth:`OrthoReconstructor.slices` re-processes raw frames (dark, flat, filter, dezinger,
+phase, ring removal) or only re-backprojects the filtered buffer (center, ortho, rot, zoom).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import math
 import numpy as np
 
 from tomostream.errors import BadFrame, BadParameter
-from tomostream.recon import paganin
+from tomostream.recon import paganin, rings
 from tomostream.recon._cpu_kernels import MIN_TRANSMISSION
 from tomostream.recon.backend import cpu_backend, select_backend
 from tomostream.recon.center import find_seam, frame_rows, seam_center
 from tomostream.recon.filters import filter_rows, filter_window, padded_length
-from tomostream.recon.geometry import slice_points
+from tomostream.recon.geometry import crossing_pixels, slice_points
 from tomostream.recon.params import ReconParams, default_params
 
 FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
@@ -115,6 +116,7 @@ class OrthoReconstructor:
             self._flat = xp.ones((nz, n), dtype=xp.float32)
             self._sums = (xp.zeros((n, n)), xp.zeros((nz, n)), xp.zeros((nz, n)))
             self._bad = xp.zeros(1, dtype=xp.uint64 if self.backend == "cupy" else xp.int64)
+            self._rings = rings.StripeEstimate(xp, be.ndimage, self.buffer_size, (nz, n))
         if self.backend == "cupy":
             item = 4 * (nz * n + 8 * self._batch + 1024)
             self._uploader = be.kernels.Uploader(self._batch * item, self._stream)
@@ -242,9 +244,9 @@ class OrthoReconstructor:
             self._stale_processing = True
             self._window = None
             self._phase = None
-        if changed & {"center", "ortho", "rot"}:
+        if changed & {"center", "ortho", "rot", "zoom"}:
             self._stale_sums = True
-        if changed & {"ortho", "rot"}:
+        if changed & {"ortho", "rot", "zoom"}:
             self._points = None
 
     def reset(self) -> None:
@@ -288,6 +290,17 @@ class OrthoReconstructor:
 
         ``bad`` (1-element device counter) accumulates the number of non-finite raw pixels.
         """
+        out = self._absorption(raw, bad)
+        if self._params.ring_removal != "none":
+            self._rings.subtract(out, lambda mean: self._absorption(mean, self._be.xp.zeros_like(bad)),
+                                 (self._params, self._dark, self._flat))
+        if self._window is None:
+            self._window = self._be.asarray(filter_window(self._params.filter, self.width))
+        return filter_rows(out, self._window, self._be.xp, n=self.width)
+
+    def _absorption(self, raw, bad):
+        """Raw frames (k, nz, n) on the device -> ``-log`` of their transmission, float32
+        (k, nz, n), or rows zero-padded for the filter's FFT (k, nz, padded_length(n))."""
         p, xp, k = self._params, self._be.xp, self._be.kernels
         if p.dezinger > 0:
             f = raw.astype(xp.float32)
@@ -306,9 +319,7 @@ class OrthoReconstructor:
                                                                       p.pixel_size))
             t = paganin.apply_paganin(out, self._phase, xp)
             out = -xp.log(xp.maximum(t, MIN_TRANSMISSION))
-        if self._window is None:
-            self._window = self._be.asarray(filter_window(p.filter, self.width))
-        return filter_rows(out, self._window, xp, n=self.width)
+        return out
 
     def _meta(self, slots: np.ndarray, angles: np.ndarray, weight: float) -> np.ndarray:
         """Slots, cos, sin and weights packed as int32 (floats bit-cast) for one upload."""
@@ -322,13 +333,13 @@ class OrthoReconstructor:
         idx, rest = meta[:m], meta[m:].view(self._be.xp.float32)
         cos_t, sin_t, w = rest[:m], rest[m:2 * m], rest[2 * m:]
         p, k = self._params, self._be.kernels
-        if p.rot == (0.0, 0.0, 0.0):
+        if p.rot == (0.0, 0.0, 0.0) and p.zoom == 1.0:
             ix, iy, iz = p.ortho
             k.backproject_z(self._filt, idx, cos_t, sin_t, w, p.center, iz, self._sums[0])
             k.backproject_yx(self._filt, idx, cos_t, sin_t, w, p.center, iy, ix, self._sums[1], self._sums[2])
             return
         if self._points is None:
-            pts = slice_points(self.width, self.height, p.ortho, p.rot)
+            pts = slice_points(self.width, self.height, p.ortho, p.rot, p.zoom)
             self._points = [self._be.asarray(a) for a in pts]
         for pts, s in zip(self._points, self._sums, strict=True):
             k.backproject_points(self._filt, idx, cos_t, sin_t, w, p.center, pts, s.reshape(-1))
@@ -411,6 +422,9 @@ class OrthoReconstructor:
         if incremental and old.any():
             self._backproject(m_old)
         xp_slots = m_new[:slots.size]
+        if self._params.ring_removal != "none" and self._rings.track(
+                self._raw, ~np.isnan(self._angle), slots, m_old[:int(old.sum())], dev):
+            self._stale_processing, incremental = True, False     # the whole buffer corrected again
         self._raw[xp_slots] = dev
         self._filt[xp_slots] = self._process(dev, self._bad)
         if incremental:
@@ -426,6 +440,8 @@ class OrthoReconstructor:
     def _refresh(self) -> None:
         occupied = np.nonzero(~np.isnan(self._angle))[0]
         if self._stale_processing:
+            if self._params.ring_removal != "none":
+                self._rings.sync(self._raw, ~np.isnan(self._angle))
             scratch = self._be.xp.zeros_like(self._bad)          # already counted at push
             for start in range(0, occupied.size, self._batch):
                 s = self._be.asarray(occupied[start:start + self._batch].astype(np.int32))
@@ -495,6 +511,13 @@ class OrthoReconstructor:
         """The Z ``(n, n)``, Y ``(nz, n)`` and X ``(nz, n)`` slices [1/pixel], float32 NumPy arrays."""
         return self._from_sums(lambda scale: tuple(
             self._be.to_host((s * scale).astype(self._be.xp.float32)) for s in self._sums))
+
+    @property
+    def crossing(self) -> tuple[int, int, int]:
+        """Where the slices cross in :meth:`image` [pixels]: ``(ix, iy, iz)`` as ``ortho``, at
+        their zoomed place (``ortho`` itself at zoom 1)."""
+        p = self._params
+        return crossing_pixels(self.width, self.height, p.ortho, p.zoom)
 
     @property
     def image_shape(self) -> tuple[int, int]:

@@ -64,7 +64,7 @@ REFUSAL_PERIOD = 1.0
 _TOKENS = itertools.count()
 #: PVs whose change takes effect on the next published update.
 PARAM_PVS = ("Center", "FilterType", "Dezinger", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY",
-             "RotZ", "Energy", "Distance", "Alpha", "PixelSize")
+             "RotZ", "Zoom", "Energy", "Distance", "Alpha", "PixelSize", "RingRemoval")
 #: PVs naming the beamline's channels, read at StartRecon.
 CHANNEL_PVS = ("TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName", "FlatPVAName",
                "ThetaPVAName")
@@ -335,15 +335,13 @@ class StreamSession:
     def _handle_commands(self) -> None:
         while True:
             try:
-                suffix, value = self.srv.commands.get_nowait()
+                suffix, _value = self.srv.commands.get_nowait()
             except queue.Empty:
                 break
             if suffix in ("AbortRecon", "stop"):
                 self.abort = True
             elif suffix in PARAM_PVS:
                 self._apply_params()
-            elif suffix == "RingRemoval" and value != "None":
-                self.srv.status(f"RingRemoval={value!r} is not available in this server: ignored")
             elif suffix == "ReconPVAName":
                 self.dirty = True  # the next update goes to the new channel
             elif suffix in CHANNEL_PVS:
@@ -474,9 +472,10 @@ class StreamSession:
                 center=float(v("Center")), filter=v("FilterType"),
                 dezinger=dezinger_radius(v("Dezinger")),
                 ortho=(clamp(v("OrthoX"), w), clamp(v("OrthoY"), w), clamp(v("OrthoZ"), h)),
-                rot=(float(v("RotX")), float(v("RotY")), float(v("RotZ"))),
+                rot=(float(v("RotX")), float(v("RotY")), float(v("RotZ"))), zoom=float(v("Zoom")),
                 energy=float(v("Energy")), distance=float(v("Distance")),
-                alpha=float(v("Alpha")), pixel_size=float(v("PixelSize")))
+                alpha=float(v("Alpha")), pixel_size=float(v("PixelSize")),
+                ring_removal=v("RingRemoval"))
         except (TomostreamError, ValueError) as exc:
             self.srv.status(f"Running: parameter refused by the reconstruction: {exc}")
         self.dirty = True
@@ -630,7 +629,7 @@ class StreamSession:
             self.rec.image(out=canvas)
             token = next(_TOKENS)
             self.publications[token] = (self.pending_times, self.work_time + time.perf_counter() - t0)
-            markers = tuple(self.rec.params.ortho) if self.srv.markers else None
+            markers = self.rec.crossing if self.srv.markers else None
             pub.submit(slot, self._value("ReconPVAName"), markers=markers, n=self.rec.width,
                        nz=self.rec.height, token=token, line_value=self.rec.peak)
         except TomostreamError as exc:  # the publishing process cannot start here

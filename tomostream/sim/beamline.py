@@ -118,7 +118,7 @@ class SimBeamline:
         files. TomoScan's thread may still run after StreamCapture reads Done; a delay
         reproduces that for readers that must wait for complete files.
     dtype : {"uint16", "uint8", "float32"}
-    photons, zingers, center, read_noise, intensity, cache_mb, seed
+    photons, zingers, center, column_errors, read_noise, intensity, cache_mb, seed
         Detector options, see :class:`~tomostream.sim.detector.DetectorOptions`.
     inclusion : {"grow", "move"} or Inclusion or None
         The part of the sample that changes during each scan.
@@ -140,7 +140,7 @@ class SimBeamline:
                  read_noise: float = 2.0, intensity: float | None = None, cache_mb: float = 512.0,
                  inclusion: str | Inclusion | None = "grow", seed: int = 0,
                  interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
-                 image_plugins: int = 1, field_copy_delay: float = 0.0):
+                 image_plugins: int = 1, field_copy_delay: float = 0.0, column_errors: float = 0.0):
         if scan_type not in SCAN_TYPES:
             raise BadParameter(f"scan_type={scan_type!r} is not one of {SCAN_TYPES}")
         if num_dark < 1 or num_flat < 1:
@@ -150,7 +150,7 @@ class SimBeamline:
         self.options = DetectorOptions(width=width, height=height, dtype=dtype, intensity=intensity,
                                        photons=photons, read_noise=read_noise, zingers=zingers,
                                        center=center, inclusion=inclusion,
-                                       cache_mb=cache_mb, seed=seed)
+                                       cache_mb=cache_mb, seed=seed, column_errors=column_errors)
         self.source = FrameSource(self.options)
         self.prefix = prefix
         self.plugin_prefix = plugin_prefix

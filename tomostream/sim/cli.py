@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--center", type=float, default=None,
                    help="detector column of the rotation axis (the Center the reconstruction needs); "
                         "any column keeping the sample in the field [pixels, default size/2]")
+    p.add_argument("--column-errors", type=float, default=0.0, metavar="FRACTION",
+                   help="miscalibrated detector: this fraction of the columns (0.05 = 5%%; "
+                        "the same columns every run) have a gain error of 2-10%% in the "
+                        "projections that the flat field does not see, so the slices show "
+                        "rings [%(default)s]")
     p.add_argument("--inclusion", choices=("grow", "move", "none"), default="grow",
                    help="part of the sample that changes during the scan")
     p.add_argument("--first-projid", type=int, default=1, help="uniqueId of the first frame")
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                           inclusion=args.inclusion, first_projid=args.first_projid,
                           wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb,
                           interfaces=interfaces, write_hosts=split_hosts(args.write_hosts) or None,
-                          image_plugins=args.image_plugins)
+                          image_plugins=args.image_plugins, column_errors=args.column_errors)
         sim.start()
     except (TomostreamError, OSError) as exc:
         print(f"tomostream sim: {exc}", file=sys.stderr)

@@ -3,7 +3,10 @@
 A frame is ``dark + open_beam * exp(-p) (+ noise)`` [counts], with ``p`` the exact
 parallel-beam line integral of the phantom (:func:`tomostream.recon.phantom.project`) and
 ``open_beam = gain * beam_profile * intensity`` (fixed detector gain pattern, a beam profile
-that falls off towards the top and bottom, and the open-beam intensity).
+that falls off towards the top and bottom, and the open-beam intensity). Flat frames are
+``dark + open_beam``; projections may carry, on top, a per-column gain the flat field does not
+record (``column_errors``): after flat-field normalisation those columns stay too bright or too
+dark at every angle, vertical stripes in the sinogram that reconstruct as rings.
 
 Exact projections cost ~20 ms per 512^2 frame, far too slow for 200 frames/s, so the
 noiseless frames are computed once on the scan's angle grid (angles modulo 360) and cached
@@ -42,6 +45,9 @@ _DEFAULT_DARK = {"uint8": 4.0, "uint16": 100.0, "float32": 10.0}
 MAX_SIDE = 4096
 BINNINGS = (1, 2, 4)
 ANGLE_KEY = 1e-6   # cached angles are equal when they agree to a micro-degree
+#: Relative gain error [fraction] of a miscalibrated column: drawn uniformly from this range,
+#: with a random sign.
+COLUMN_ERROR_RANGE = (0.02, 0.1)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class DetectorOptions:
         Detector column of the rotation axis, in the reconstruction's convention (a point on
         the axis projects onto it); ``width / 2`` by default. Any column that keeps the whole
         sample (phantom and inclusion) in the field.
+    column_errors : float [fraction of the columns]
+        Miscalibrated detector: this fraction of the columns (fixed, chosen at random) have in
+        the projections a gain error the flat field does not see, 2% to 10%; 0 = none. See
+        :func:`column_gain`.
     inclusion : Inclusion or None
         The part of the sample that changes during the scan.
     phantom : sequence of Ellipsoid, optional
@@ -87,6 +97,7 @@ class DetectorOptions:
     read_noise: float = 2.0
     zingers: float = 0.0
     center: float | None = None
+    column_errors: float = 0.0
     inclusion: Inclusion | None = None
     phantom: Sequence[Ellipsoid] | None = field(default=None, compare=False)
     cache_mb: float = 512.0
@@ -99,12 +110,15 @@ class DetectorOptions:
                 raise BadParameter(f"{name}={v} must be a multiple of 4 in 4..{MAX_SIDE} pixels")
         if self.dtype not in DTYPES:
             raise BadParameter(f"dtype={self.dtype!r} is not one of {tuple(DTYPES)}")
-        for name in ("photons", "read_noise", "zingers", "cache_mb"):
+        for name in ("photons", "read_noise", "zingers", "cache_mb", "column_errors"):
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise BadParameter(f"{name}={v} must be a finite number >= 0")
         if self.zingers > 0.1:
             raise BadParameter(f"zingers={self.zingers} is a fraction of pixels, at most 0.1")
+        if self.column_errors > 1:
+            raise BadParameter(f"column_errors={self.column_errors} is a fraction of the columns, "
+                               f"at most 1")
         self._check_center()
 
     def _check_center(self) -> None:
@@ -145,6 +159,32 @@ def _noisy(clean, dark, z, gain2, read2, top, out):  # pragma: no cover - compil
         out[i] = v
 
 
+def column_gain(width: int, fraction: float, seed: int) -> np.ndarray:
+    """Gain of each detector column in the projections relative to the flat field.
+
+    A ``fraction`` of the columns, chosen at random, are miscalibrated: each has a gain
+    ``1 +/- e`` (random sign) with ``e`` drawn uniformly from :data:`COLUMN_ERROR_RANGE`; the
+    others have gain 1. The draws come from a generator of their own seeded by ``seed``, so
+    the other random patterns of the detector stay as they are, and a given seed always
+    picks the same columns.
+
+    Parameters
+    ----------
+    width : int [pixels]
+    fraction : float [0..1]
+        Fraction of miscalibrated columns; 0 gives ones.
+    seed : int
+
+    Returns
+    -------
+    ndarray, float32, shape (width,)
+    """
+    rng = np.random.default_rng([seed, 0xC0])
+    bad = rng.random(width) < fraction
+    size = rng.uniform(*COLUMN_ERROR_RANGE, width) * rng.choice((-1.0, 1.0), width)
+    return np.where(bad, 1.0 + size, 1.0).astype(np.float32)
+
+
 def bin_frame(frame: np.ndarray, b: int) -> np.ndarray:
     """Mean of ``b x b`` blocks, as float32 (``b = 1`` returns the frame as float32)."""
     f = np.asarray(frame, dtype=np.float32)
@@ -180,8 +220,10 @@ class FrameSource:
         u = (np.arange(w) - w / 2.0) / w
         beam = np.exp(-0.5 * (v[:, None] / 0.45) ** 2) * (1.0 - 0.15 * u[None, :] ** 2)
         gain = 1.0 + 0.02 * rng.standard_normal((h, w)) + 0.01 * np.sin(np.arange(w) / 3.0)[None, :]
-        #: counts above dark in the open beam (float32, (height, width))
+        #: counts above dark in the open beam, as flat frames see it (float32, (height, width))
         self.open_beam = (self.intensity * beam * gain).astype(np.float32)
+        #: the open beam as projections see it: with the column gain errors the flat misses
+        self.sample_beam = self.open_beam * column_gain(w, o.column_errors, o.seed)
         #: dark offset (float32, (height, width))
         self.dark = (dark_level * (1.0 + 0.05 * rng.standard_normal((h, w)))).clip(0).astype(np.float32)
         noisy = o.photons > 0
@@ -227,7 +269,7 @@ class FrameSource:
 
         def compute(sel: np.ndarray) -> np.ndarray:
             p = project(self.phantom, wanted[sel], self.options.width, self.options.height, self.center)
-            frames[sel] = self._to_dtype(self.dark + self.open_beam * np.exp(-p))
+            frames[sel] = self._to_dtype(self.dark + self.sample_beam * np.exp(-p))
             return sel
 
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="sim-prepare") as pool:
@@ -364,7 +406,7 @@ class FrameSource:
                    for e in (*self.phantom, inc)]
         p = project(shifted, np.array([theta]), ww, hw, center=self.center - u0)[0]
         win = (slice(v0, v1), slice(u0, u1))
-        counts[win] = self._to_dtype(self.dark[win] + self.open_beam[win] * np.exp(-p))
+        counts[win] = self._to_dtype(self.dark[win] + self.sample_beam[win] * np.exp(-p))
 
     def dark_frame(self, binning: int = 1) -> np.ndarray:
         """One dark frame (beam off) of the detector dtype."""
@@ -380,4 +422,4 @@ class FrameSource:
         if self.options.inclusion is not None and (inc := self.options.inclusion.at(k)) is not None:
             ells.append(inc)
         p = project(ells, np.array([theta]), self.options.width, self.options.height, self.center)[0]
-        return self.dark + self.open_beam * np.exp(-p)
+        return self.dark + self.sample_beam * np.exp(-p)
