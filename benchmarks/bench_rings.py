@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from tomostream.recon import OrthoReconstructor, rings
+from tomostream.recon.bench import incremental_rate
 
 
 def _filled(n: int, nz: int, p: int, backend: str, batch: int, ring_removal: str):
@@ -91,15 +92,9 @@ def rate(n: int, nz: int, p: int, backend: str, batch: int, seconds: float, roun
     for _ in range(rounds):
         for mode in best:
             rec, frames = _filled(n, nz, p, backend, batch, mode)
-            pushed, angle, step = 0, 0.3 * 180.0 / p, 180.0 / p
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                rec.push(frames, angle + np.arange(batch) * step)
-                angle += batch * step
-                pushed += batch
-            rec.synchronize()
+            fps, _ = incremental_rate(rec, frames, seconds)
             assert not rec._stale_processing and not rec._stale_sums   # every push incremental
-            best[mode] = max(best[mode], pushed / (time.perf_counter() - t0))
+            best[mode] = max(best[mode], fps)
     return {"incremental_fps_none": round(best["none"], 1), "incremental_fps_fw": round(best["fw"], 1),
             "per_frame_fw_minus_none_s": round(1 / best["fw"] - 1 / best["none"], 6)}
 

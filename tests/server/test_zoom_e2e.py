@@ -6,26 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import start_recon
-from test_stream_e2e import NZ, N, Recon, make_sim, rel_error, scan, split
+from test_stream_e2e import NZ, N, beamline, recon, rel_error, scan, split  # noqa: F401 (fixtures)
 
 from tomostream.recon.geometry import crossing_pixels, slice_points
 from tomostream.recon.phantom import rasterize
 
 
-@pytest.fixture
-def beamline(sim_prefix, unique_prefix, sim_ca_port):
-    with make_sim(sim_prefix, unique_prefix, sim_ca_port) as sim:
-        yield sim
-
-
-@pytest.fixture
-def recon(stream_prefix):
-    client = Recon(stream_prefix + "Recon")
-    yield client
-    client.close()
-
-
-def test_writing_zoom_magnifies_the_published_slices_centred_on_their_crossing(beamline, server, ca,
+def test_writing_zoom_magnifies_the_published_slices_centred_on_their_crossing(beamline, server, ca,  # noqa: F811
                                                                           sim_ca, recon):
     server.markers = False
     start_recon(ca, server)

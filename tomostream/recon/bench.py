@@ -30,6 +30,26 @@ def _host_frames(backend: str, k: int, nz: int, n: int, seed: int = 0) -> np.nda
     return pinned
 
 
+def incremental_rate(rec: OrthoReconstructor, frames, seconds: float) -> tuple[float, int]:
+    """Sustained incremental pushes of ``frames`` (a batch) for ``seconds`` [s], angles walking
+    on past 180 degrees so every frame replaces a slot, timed until the device is idle.
+
+    Returns
+    -------
+    (float, int)
+        Frames per second, frames pushed.
+    """
+    batch, step = len(frames), 180.0 / rec.buffer_size
+    pushed, angle = 0, 0.3 * step
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        rec.push(frames, angle + np.arange(batch) * step)
+        angle += batch * step
+        pushed += batch
+    rec.synchronize()
+    return pushed / (time.perf_counter() - t0), pushed
+
+
 def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, rebuilds: int = 5,
             seconds: float = 3.0, zoom: float = 1.0) -> dict:
     """Time one ``n`` x ``nz`` detector with a ``p``-slot buffer (slices at ``zoom``).
@@ -57,22 +77,14 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
         t0 = time.perf_counter()
         rec.slices()
         times.append(time.perf_counter() - t0)
-    # sustained incremental pushes: angles walk on past 180 degrees, replacing slots
-    pushed, angle = 0, 0.3 * step
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        rec.push(frames, angle + np.arange(batch) * step)
-        angle += batch * step
-        pushed += batch
-    rec.synchronize()
-    inc_s = time.perf_counter() - t0
+    fps, pushed = incremental_rate(rec, frames, seconds)
     stale = rec._stale_sums                                 # must be False: every push was incremental
     return {
         "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec._be.device,
         "batch": batch,
         "fill_s": round(fill_s, 4), "full_rebuild_s": round(min(times), 5),
         "full_rebuild_median_s": round(float(np.median(times)), 5),
-        "incremental_fps": round(pushed / inc_s, 1), "incremental_frames": pushed,
+        "incremental_fps": round(fps, 1), "incremental_frames": pushed,
         "incremental_path": not stale,
     }
 
