@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_stream_e2e
 from helpers import start_recon
-from test_stream_e2e import NZ, N, beamline, recon, rel_error, scan, split  # noqa: F401 (fixtures)
+from test_stream_e2e import NZ, N, rel_error, scan, split
 
 from tomostream.recon.geometry import crossing_pixels, slice_points
 from tomostream.recon.phantom import rasterize
 
+# the simulated beamline and the slices client of the stream tests
+beamline = test_stream_e2e.beamline
+recon = test_stream_e2e.recon
 
-def test_writing_zoom_magnifies_the_published_slices_centred_on_their_crossing(beamline, server, ca,  # noqa: F811
+
+def test_writing_zoom_magnifies_the_published_slices_centred_on_their_crossing(beamline, server, ca,
                                                                           sim_ca, recon):
     server.markers = False
     start_recon(ca, server)
