@@ -5,6 +5,7 @@ from .pva_image import PvaImageSignal, split_slices
 from .recon_settings import FILTER_NAMES, filter_pv_value
 from .tomoscan import TomoScanStream
 from .tomostream import TomoStream
+from .zoom import Optics, SampleStages
 
 __all__ = ["TomoScanStream", "TomoStream", "PvaImageSignal", "split_slices", "FILTER_NAMES",
-           "filter_pv_value", "destroy_devices"]
+           "filter_pv_value", "destroy_devices", "Optics", "SampleStages"]

@@ -1,0 +1,142 @@
+"""RE(zoom_to(...)) against the simulated beamline (stages, lenses) and the stream server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from helpers import wait_until
+from scipy import ndimage
+
+from tomostream.demo import simulated_beamline
+from tomostream.devices import TomoStream, split_slices
+from tomostream.errors import BadParameter, ConnectionLost
+from tomostream.plans import zoom_to
+from tomostream.sim import Inclusion
+
+pytestmark = pytest.mark.timeout(300)
+
+WIDTH, HEIGHT = 64, 48
+#: A ball off the axis and below the middle row [pixels from the axis and the middle row].
+BALL = dict(x0=-11.0, y0=9.0, z0=6.0, radius=3.0)
+#: Where the ball shows in the slices before the zoom: (x, y) in the Z slice, z the row.
+ROI = (WIDTH / 2 + BALL["x0"], WIDTH / 2 + BALL["y0"], HEIGHT / 2 + BALL["z0"])
+#: The rotation axis sits 3 pixels right of the middle (Center 35).
+AXIS = WIDTH / 2 + 3.0
+
+
+@pytest.fixture(scope="module")
+def beamline(tmp_path_factory):
+    root = f"z{uuid.uuid4().hex[:5]}:"     # names stay within the 40 characters of a stringout
+    ball = Inclusion(x0=BALL["x0"], y0=BALL["y0"], z0=BALL["z0"], r0=BALL["radius"],
+                     r1=BALL["radius"], mu=0.1, frames=1)
+    with simulated_beamline(root, width=WIDTH, height=HEIGHT, fps=100.0, step=1.0, num_angles=100_000,
+                            capture_dir=tmp_path_factory.mktemp("captures"), inclusion=ball,
+                            center_offset=AXIS - WIDTH / 2,
+                            sim_port=int(os.environ["TOMOSTREAM_TEST_SIM_PORT"]),
+                            stream_port=int(os.environ["TOMOSTREAM_TEST_STREAM_PORT"])) as bl:
+        tomostream = TomoStream(bl.tomostream_prefix, name="tomostream")
+        tomostream.wait_for_connection(timeout=10)
+        tomostream.center.set(AXIS).wait(10)
+        tomostream.ortho_z.set(int(ROI[2])).wait(10)
+        bl.server_ca = tomostream
+        yield bl
+        tomostream.destroy()
+
+
+def ball_in(image: np.ndarray, col: int, row: int) -> tuple[float, float]:
+    """(column, row) of the brightest blob of a slice panel: the smoothed maximum, refined by
+    the centroid of the pixels above half of it. The marker lines the server draws (brightest
+    value) at column ``col`` and row ``row`` are replaced by their neighbours first, so they
+    cannot pull the answer to where they cross."""
+    image = np.array(image, dtype=np.float64)
+    image[:, col] = (image[:, col - 1] + image[:, col + 1]) / 2
+    image[row, :] = (image[row - 1, :] + image[row + 1, :]) / 2
+    smooth = ndimage.gaussian_filter(image, 1.5)
+    smooth -= np.median(smooth)
+    row, col = np.unravel_index(np.argmax(smooth), smooth.shape)
+    near = np.zeros_like(smooth, bool)
+    near[max(row - 8, 0):row + 9, max(col - 8, 0):col + 9] = True
+    mask = near & (smooth > smooth[row, col] / 2)
+    rows, cols = np.nonzero(mask)
+    weights = smooth[mask]
+    return float(np.sum(cols * weights) / np.sum(weights)), float(np.sum(rows * weights) / np.sum(weights))
+
+
+def refilled_slices(bl, tomostream, turns: float = 1.5) -> np.ndarray:
+    """The slices once ``turns`` x 180 degrees of new frames went into the buffer."""
+    used = lambda: bl.server.ioc.value("FramesUsed")  # noqa: E731
+    start = used()
+    wait_until(lambda: used() >= start + turns * 180, 60.0, "a refilled buffer")
+    version = tomostream.recon.version
+    return tomostream.recon.wait_for_frame(version, timeout=30.0)
+
+
+@pytest.fixture(scope="module")
+def streaming(beamline):
+    tomostream = beamline.server_ca
+    tomostream.start_recon.put(1, use_complete=True)
+    wait_until(lambda: beamline.server.ready, 60.0, "the server following the beamline")
+    beamline.sim.put("StartScan", "Acquire")
+    yield beamline
+    beamline.sim.abort()
+    tomostream.abort_recon.put(1)
+
+
+def positions(bl) -> tuple[float, float, float]:
+    stages = bl.sim.stages
+    return stages.tomo0deg.position, stages.tomo90deg.position, stages.sample_y.position
+
+
+def test_zoom_brings_the_region_to_the_centre_at_the_new_lens(streaming):
+    bl, tomostream = streaming, streaming.server_ca
+    z, y, x = split_slices(refilled_slices(bl, tomostream))
+    before = ball_in(z[:WIDTH], WIDTH // 2, WIDTH // 2)
+    assert before == pytest.approx(ROI[:2], abs=1.5), "the ball is where the phantom puts it"
+
+    RE = RunEngine({})
+    RE(zoom_to(tomostream, roi=ROI, lens="2x"))
+
+    assert bl.sim.stages.optics.lens == 1 and tomostream.pixel_size.get() == pytest.approx(3.45 / 2)
+    assert tomostream.center.get() == pytest.approx(WIDTH / 2 + 2 * (AXIS - WIDTH / 2))
+    um = 3.45 / 1000          # mm per pixel of the first lens
+    assert positions(bl) == pytest.approx((BALL["x0"] * um, -BALL["y0"] * um, BALL["z0"] * um))
+    assert (tomostream.ortho_x.get(), tomostream.ortho_y.get(), tomostream.ortho_z.get()) == \
+        (WIDTH // 2, WIDTH // 2, HEIGHT // 2)
+    z, y, x = split_slices(refilled_slices(bl, tomostream))
+    assert ball_in(z[:WIDTH], WIDTH // 2, WIDTH // 2) == pytest.approx((WIDTH / 2, WIDTH / 2), abs=2.0)
+    assert ball_in(x[:HEIGHT], WIDTH // 2, HEIGHT // 2) == pytest.approx((WIDTH / 2, HEIGHT / 2), abs=2.0)
+    # twice the magnification: the ball covers four times the pixels it did
+    assert np.count_nonzero(z[:WIDTH] > z[:WIDTH].max() / 2) > 3 * np.pi * BALL["radius"] ** 2
+
+
+def test_an_unknown_lens_is_refused_and_nothing_moves(beamline):
+    before = positions(beamline)
+    with pytest.raises(BadParameter, match=r"lens='20x' is not one of \('1x', '2x', '5x'\)"):
+        RunEngine({})(zoom_to(beamline.server_ca, roi=ROI, lens="20x"))
+    assert positions(beamline) == before
+
+
+def test_a_name_pv_that_points_at_nothing_is_named(beamline):
+    tomostream = beamline.server_ca
+    good = tomostream.sample_y_pv_name.get()
+    tomostream.sample_y_pv_name.set(good + "9").wait(10)
+    try:
+        with pytest.raises(ConnectionLost, match=rf"SampleYPVName='{good}9': nothing answers"):
+            RunEngine({})(zoom_to(tomostream, roi=ROI, connect_timeout=2.0))
+    finally:
+        tomostream.sample_y_pv_name.set(good).wait(10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "needs a region"),
+    ({"roi": (WIDTH + 5, 3, 3)}, "roi x=69 is outside"),
+    ({"roi": (1, 2)}, "three finite numbers"),
+    ({"lens": 7}, "lens=7 is not one of"),
+])
+def test_bad_regions_and_lenses_are_refused(beamline, kwargs, message):
+    with pytest.raises(BadParameter, match=message):
+        RunEngine({})(zoom_to(beamline.server_ca, **kwargs))
