@@ -118,8 +118,9 @@ class Optics(Device):
             return value == OPTICS_IDLE and bool(seen)
 
         try:
-            idle = SubscriptionStatus(self.mct_status, lambda value=None, **kw: value == OPTICS_IDLE)
-            idle.wait(self.settle_timeout)          # mctoptics refuses a change during another
+            if self.mct_status.get(use_monitor=False) != OPTICS_IDLE:   # mctoptics refuses a
+                SubscriptionStatus(self.mct_status,                     # change during another
+                                   lambda value=None, **kw: value == OPTICS_IDLE).wait(self.settle_timeout)
             change = SubscriptionStatus(self.mct_status, over, run=False)
             self.lens_select.put(lens)
             change.wait(self.settle_timeout)

@@ -169,7 +169,7 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
             stages: SampleStages | None = None, optics: Optics | None = None,
             frame: tuple[int, int] | None = None, directions: StageDirections = STAGES_2BM,
             optical_center: float | None = None, connect_timeout: float = 5.0,
-            md: dict | None = None) -> Generator[Msg, object, str]:
+            md: dict | None = None) -> Generator[Msg, object, None]:
     """Bring a region of the slices to the rotation axis and the field's centre, at a lens.
 
     The sample stages move the region ``roi`` onto the rotation axis and the middle row (by
@@ -223,45 +223,57 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
     if lens is not None and (isinstance(lens, bool) or not isinstance(lens, (str, int))):
         raise BadParameter(f"lens={lens!r} is not a lens name or index")
 
-    if optics is None:
-        optics = yield from _connected_optics(tomostream, connect_timeout)
-    name = None if lens is None else _lens_name(lens, optics.lens_names, optics.lens_select.pvname)
-    if roi is None and (yield from bps.rd(tomostream.lens_change_sync)) == "Yes":
-        roi = []
-        for signal in (tomostream.ortho_x, tomostream.ortho_y, tomostream.ortho_z):
-            roi.append(float((yield from bps.rd(signal))))
-    if roi is not None and stages is None:
-        stages = yield from _connected_stages(tomostream, connect_timeout)
-    if frame is None:
-        frame = field_size((yield from bps.rd(tomostream.dark_pva_name)), connect_timeout)
-    binning = yield from _binning(tomostream, connect_timeout)
-    pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
-    center = yield from bps.rd(tomostream.center)
-    moves, targets = (0.0, 0.0, 0.0), []
-    if roi is not None:
-        _check_inside(roi, frame)
-        moves = stage_moves(roi, frame, pixel_size, directions)
-        targets = yield from _targets(stages, moves)
-    movers = [obj for obj in (stages if targets else None, optics) if obj is not None]
-    _md = {"plan_name": "zoom_to", "detectors": [], "motors": [m.name for m in targets[::2]],
-           "plan_args": {"tomostream": repr(tomostream), "roi": roi, "lens": lens},
-           "zoom": {"roi": roi, "lens": name, "frame": list(frame), "pixel_size_um": pixel_size,
-                    "moves_um": list(moves), "center": center},
-           "hints": {}}
-    _md.update(md or {})
+    built: list = []        # devices made here from the name PVs, destroyed at the end
 
-    @bpp.run_decorator(md=_md)
-    def inner():
-        yield from bps.mv(*targets, *((optics, name) if name is not None else ()))
-        new_pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
-        zoom = pixel_size / new_pixel_size
-        middle = frame[0] / 2.0 if optical_center is None else float(optical_center)
-        settings = [tomostream.pixel_size, new_pixel_size,
-                    tomostream.center, zoomed_center(center, zoom, middle)]
+    def zoom():
+        nonlocal optics, stages, roi
+        if optics is None:
+            optics = yield from _connected_optics(tomostream, connect_timeout)
+            built.append(optics)
+        name = None if lens is None else _lens_name(lens, optics.lens_names,
+                                                    optics.lens_select.pvname)
+        if roi is None and (yield from bps.rd(tomostream.lens_change_sync)) == "Yes":
+            roi = []
+            for signal in (tomostream.ortho_x, tomostream.ortho_y, tomostream.ortho_z):
+                roi.append(float((yield from bps.rd(signal))))
+        if roi is not None and stages is None:
+            stages = yield from _connected_stages(tomostream, connect_timeout)
+            built.append(stages)
+        size = frame or field_size((yield from bps.rd(tomostream.dark_pva_name)), connect_timeout)
+        binning = yield from _binning(tomostream, connect_timeout)
+        pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
+        center = yield from bps.rd(tomostream.center)
+        moves, targets = (0.0, 0.0, 0.0), []
         if roi is not None:
-            settings += [tomostream.ortho_x, frame[0] // 2, tomostream.ortho_y, frame[0] // 2,
-                         tomostream.ortho_z, frame[1] // 2]
-        yield from bps.mv(*settings)
-        return (yield from bps.trigger_and_read(movers, name="primary"))
+            _check_inside(roi, size)
+            moves = stage_moves(roi, size, pixel_size, directions)
+            targets = yield from _targets(stages, moves)
+        _md = {"plan_name": "zoom_to", "detectors": [], "motors": [m.name for m in targets[::2]],
+               "plan_args": {"tomostream": repr(tomostream), "roi": roi, "lens": lens},
+               "zoom": {"roi": roi, "lens": name, "frame": list(size), "pixel_size_um": pixel_size,
+                        "moves_um": list(moves), "center": center},
+               "hints": {}}
+        _md.update(md or {})
 
-    return (yield from inner())
+        @bpp.run_decorator(md=_md)
+        def inner():
+            yield from bps.mv(*targets, *((optics, name) if name is not None else ()))
+            new_pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
+            middle = size[0] / 2.0 if optical_center is None else float(optical_center)
+            settings = [tomostream.pixel_size, new_pixel_size, tomostream.center,
+                        zoomed_center(center, pixel_size / new_pixel_size, middle)]
+            if roi is not None:
+                settings += [tomostream.ortho_x, size[0] // 2, tomostream.ortho_y, size[0] // 2,
+                             tomostream.ortho_z, size[1] // 2]
+            yield from bps.mv(*settings)
+            yield from bps.trigger_and_read([d for d in (stages if targets else None, optics) if d],
+                                            name="primary")
+
+        return (yield from inner())
+
+    def destroy():
+        for device in built:
+            device.destroy()
+        yield from bps.null()
+
+    return (yield from bpp.finalize_wrapper(zoom(), destroy))
