@@ -140,3 +140,30 @@ def test_a_name_pv_that_points_at_nothing_is_named(beamline):
 def test_bad_regions_and_lenses_are_refused(beamline, kwargs, message):
     with pytest.raises(BadParameter, match=message):
         RunEngine({})(zoom_to(beamline.server_ca, **kwargs))
+
+
+def test_without_a_region_lens_change_sync_decides(streaming):
+    bl, tomostream = streaming, streaming.server_ca
+    optics = bl.sim.stages.optics
+    RE = RunEngine({})
+
+    def zoom_expecting(lens: str, moves_in_pixels):
+        start, center, old = positions(bl), tomostream.center.get(), optics.magnification
+        pixel_mm = 3.45 / old / 1000
+        RE(zoom_to(tomostream, lens=lens))
+        assert optics.names[optics.lens] == lens
+        new = optics.magnification
+        assert tomostream.pixel_size.get() == pytest.approx(3.45 / new)
+        assert tomostream.center.get() == pytest.approx(WIDTH / 2 + new / old * (center - WIDTH / 2))
+        assert positions(bl) == pytest.approx(np.add(start, np.multiply(moves_in_pixels, pixel_mm)))
+
+    tomostream.lens_change_sync.set("No").wait(10)
+    zoom_expecting("5x", (0, 0, 0))                            # the lens alone
+    tomostream.lens_change_sync.set("Yes").wait(10)
+    for signal, value in ((tomostream.ortho_x, 40), (tomostream.ortho_y, 30), (tomostream.ortho_z, 20)):
+        signal.set(value).wait(10)
+    # the crossing (40, 30, 20) comes to the centre: 2-BM's directions
+    zoom_expecting("1x", (40 - WIDTH / 2, -(30 - WIDTH / 2), 20 - HEIGHT / 2))
+    assert (tomostream.ortho_x.get(), tomostream.ortho_y.get(), tomostream.ortho_z.get()) == \
+        (WIDTH // 2, WIDTH // 2, HEIGHT // 2)
+    tomostream.lens_change_sync.set("No").wait(10)

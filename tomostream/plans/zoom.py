@@ -16,13 +16,13 @@ How a stage move shows in the slices is a :class:`StageDirections`; the default 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import astuple, dataclass
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from bluesky.utils import Msg
-from ophyd import EpicsSignalRO
+from ophyd import Device, EpicsSignalRO
 
 from ..devices.zoom import Optics, SampleStages, connect, field_size, um_per_unit
 from ..errors import BadParameter, ConnectionLost
@@ -115,12 +115,24 @@ def _check_inside(roi: tuple[float, float, float], frame: tuple[int, int]) -> No
             raise BadParameter(f"roi {axis}={value:g} is outside the slices' 0..{size - 1} pixels")
 
 
+#: Devices built from name PVs, by kind and names: a later zoom_to on the same names reuses
+#: them (the RunEngine may still stop a device it moved after the plan has ended).
+_BUILT: dict[tuple[str, ...], Device] = {}
+
+
+def _built(key: tuple[str, ...], make: Callable[[], Device], names: Mapping, timeout: float) -> Device:
+    """The connected device for ``key``, made by ``make`` and connected the first time."""
+    device = _BUILT.get(key)
+    if device is None or not device.connected:
+        device = _BUILT[key] = connect(make(), names, timeout)
+    return device
+
+
 def _connected_optics(tomostream, timeout: float) -> Generator[Msg, object, Optics]:
     prefix = yield from bps.rd(tomostream.mct_optics_prefix)
-    optics = Optics(prefix, name="optics")
-    return connect(optics, {"lens_select": ("MctOpticsPVPrefix", prefix),
-                            "image_pixel_size": ("MctOpticsPVPrefix", prefix),
-                            "mct_status": ("MctOpticsPVPrefix", prefix)}, timeout)
+    names = {attr: ("MctOpticsPVPrefix", prefix) for attr in ("lens_select", "image_pixel_size",
+                                                               "mct_status")}
+    return _built(("optics", prefix), lambda: Optics(prefix, name="optics"), names, timeout)
 
 
 def _connected_stages(tomostream, timeout: float) -> Generator[Msg, object, SampleStages]:
@@ -129,8 +141,9 @@ def _connected_stages(tomostream, timeout: float) -> Generator[Msg, object, Samp
                              ("tomo90deg", tomostream.sample_tomo90deg_pv_name, "SampleTomo90degPVName"),
                              ("sample_y", tomostream.sample_y_pv_name, "SampleYPVName")):
         names[attr] = (pv, (yield from bps.rd(signal)))
-    stages = SampleStages(name="stages", **{attr: value for attr, (_, value) in names.items()})
-    return connect(stages, names, timeout)
+    records = {attr: value for attr, (_, value) in names.items()}
+    return _built(("stages", *records.values()), lambda: SampleStages(name="stages", **records),
+                  names, timeout)
 
 
 def _binning(tomostream, timeout: float) -> Generator[Msg, object, int]:
@@ -223,57 +236,45 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
     if lens is not None and (isinstance(lens, bool) or not isinstance(lens, (str, int))):
         raise BadParameter(f"lens={lens!r} is not a lens name or index")
 
-    built: list = []        # devices made here from the name PVs, destroyed at the end
+    if optics is None:
+        optics = yield from _connected_optics(tomostream, connect_timeout)
+    name = None if lens is None else _lens_name(lens, optics.lens_names,
+                                                optics.lens_select.pvname)
+    if roi is None and (yield from bps.rd(tomostream.lens_change_sync)) == "Yes":
+        roi = []
+        for signal in (tomostream.ortho_x, tomostream.ortho_y, tomostream.ortho_z):
+            roi.append(float((yield from bps.rd(signal))))
+    if roi is not None and stages is None:
+        stages = yield from _connected_stages(tomostream, connect_timeout)
+    size = frame or field_size((yield from bps.rd(tomostream.dark_pva_name)), connect_timeout)
+    binning = yield from _binning(tomostream, connect_timeout)
+    pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
+    center = yield from bps.rd(tomostream.center)
+    moves, targets = (0.0, 0.0, 0.0), []
+    if roi is not None:
+        _check_inside(roi, size)
+        moves = stage_moves(roi, size, pixel_size, directions)
+        targets = yield from _targets(stages, moves)
+    _md = {"plan_name": "zoom_to", "detectors": [], "motors": [m.name for m in targets[::2]],
+           "plan_args": {"tomostream": repr(tomostream), "roi": roi, "lens": lens},
+           "zoom": {"roi": roi, "lens": name, "frame": list(size), "pixel_size_um": pixel_size,
+                    "moves_um": list(moves), "center": center},
+           "hints": {}}
+    _md.update(md or {})
 
-    def zoom():
-        nonlocal optics, stages, roi
-        if optics is None:
-            optics = yield from _connected_optics(tomostream, connect_timeout)
-            built.append(optics)
-        name = None if lens is None else _lens_name(lens, optics.lens_names,
-                                                    optics.lens_select.pvname)
-        if roi is None and (yield from bps.rd(tomostream.lens_change_sync)) == "Yes":
-            roi = []
-            for signal in (tomostream.ortho_x, tomostream.ortho_y, tomostream.ortho_z):
-                roi.append(float((yield from bps.rd(signal))))
-        if roi is not None and stages is None:
-            stages = yield from _connected_stages(tomostream, connect_timeout)
-            built.append(stages)
-        size = frame or field_size((yield from bps.rd(tomostream.dark_pva_name)), connect_timeout)
-        binning = yield from _binning(tomostream, connect_timeout)
-        pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
-        center = yield from bps.rd(tomostream.center)
-        moves, targets = (0.0, 0.0, 0.0), []
+    @bpp.run_decorator(md=_md)
+    def inner():
+        yield from bps.mv(*targets, *((optics, name) if name is not None else ()))
+        new_pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
+        middle = size[0] / 2.0 if optical_center is None else float(optical_center)
+        settings = [tomostream.pixel_size, new_pixel_size, tomostream.center,
+                    zoomed_center(center, pixel_size / new_pixel_size, middle)]
         if roi is not None:
-            _check_inside(roi, size)
-            moves = stage_moves(roi, size, pixel_size, directions)
-            targets = yield from _targets(stages, moves)
-        _md = {"plan_name": "zoom_to", "detectors": [], "motors": [m.name for m in targets[::2]],
-               "plan_args": {"tomostream": repr(tomostream), "roi": roi, "lens": lens},
-               "zoom": {"roi": roi, "lens": name, "frame": list(size), "pixel_size_um": pixel_size,
-                        "moves_um": list(moves), "center": center},
-               "hints": {}}
-        _md.update(md or {})
+            settings += [tomostream.ortho_x, size[0] // 2, tomostream.ortho_y, size[0] // 2,
+                         tomostream.ortho_z, size[1] // 2]
+        yield from bps.mv(*settings)
+        yield from bps.trigger_and_read([d for d in (stages if targets else None, optics) if d],
+                                        name="primary")
 
-        @bpp.run_decorator(md=_md)
-        def inner():
-            yield from bps.mv(*targets, *((optics, name) if name is not None else ()))
-            new_pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
-            middle = size[0] / 2.0 if optical_center is None else float(optical_center)
-            settings = [tomostream.pixel_size, new_pixel_size, tomostream.center,
-                        zoomed_center(center, pixel_size / new_pixel_size, middle)]
-            if roi is not None:
-                settings += [tomostream.ortho_x, size[0] // 2, tomostream.ortho_y, size[0] // 2,
-                             tomostream.ortho_z, size[1] // 2]
-            yield from bps.mv(*settings)
-            yield from bps.trigger_and_read([d for d in (stages if targets else None, optics) if d],
-                                            name="primary")
+    return (yield from inner())
 
-        return (yield from inner())
-
-    def destroy():
-        for device in built:
-            device.destroy()
-        yield from bps.null()
-
-    return (yield from bpp.finalize_wrapper(zoom(), destroy))
