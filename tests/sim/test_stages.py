@@ -145,6 +145,7 @@ def test_projections_follow_the_stages_and_the_lens(sim, pva, wait, optics):
     images = pva(sim.image_channel)
     wait(lambda: images.snapshot(), what="initial image")
     sim.put("NumAngles", 100_000).result(10)
+    sim.put("RotationStep", 9.0).result(10)        # 40 angles: each comes round every 0.4 s
     sim.put("StartScan", "Acquire")
     wait(lambda: sim.ioc.value("ScanStatus") == "Scanning", what="the scan")
     first = int(sim.ioc.value("FirstProjid"))

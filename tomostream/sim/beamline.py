@@ -161,6 +161,7 @@ class SimBeamline:
         self.source = FrameSource(self.options)
         self.stages = SampleStages(stages or StageOptions())
         self._refresh: threading.Thread | None = None   # caches the frames of a new pose
+        self._prebuilt_pose = self.source.cached_pose   # the pose of the NTNDArrays in _prebuilt
         self.prefix = prefix
         self.plugin_prefix = plugin_prefix
         self.pva_prefix = prefix if pva_prefix is None else pva_prefix
@@ -468,8 +469,12 @@ class SimBeamline:
 
     def _follow_stages(self, theta: np.ndarray) -> None:
         """Give the detector the stages' pose; once they stand still in a new one, cache its
-        frames in the background (meanwhile frames are computed one by one)."""
+        frames in the background (meanwhile frames are computed one by one). NTNDArrays built
+        for another pose are not sent again."""
         self.source.pose = pose = self.stages.pose()
+        if self.source.cached_pose != self._prebuilt_pose:
+            self._prebuilt.clear()
+            self._prebuilt_pose = self.source.cached_pose
         if (pose != self.source.cached_pose and self.stages.settled
                 and (self._refresh is None or not self._refresh.is_alive())):
             self._refresh = threading.Thread(target=self._prepare, args=(theta, False), daemon=True,

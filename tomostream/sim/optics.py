@@ -107,7 +107,7 @@ class OpticsIOC(PVGroup):
         #: Index of the lens the detector sees (changes at "Lens selected"); any thread may read.
         self.lens = int(lens)
         self._busy = False
-        self._change: asyncio.Task | None = None
+        self._change: asyncio.Task | None = None       # the lens change running (kept alive)
 
     @property
     def magnification(self) -> float:
@@ -147,9 +147,14 @@ class OpticsIOC(PVGroup):
         try:
             await self.MCTStatus.write(f"Moving to lens: {name}", verify_value=False)
             await self.lens_motor.motor.write(self.positions[lens])      # completes at the end
+            if self.lens_motor.position != self.positions[lens]:         # stopped on the way
+                raise RuntimeError(f"the lens motor stopped at {self.lens_motor.position:g}")
             self.lens = lens
             await self.MCTStatus.write(f"Lens selected: {name}", verify_value=False)
             await self._show_lens()
+        except Exception as exc:     # the lens in place stays selected, as mctoptics reports
+            self.log.error("lens %s not selected: %s", name, exc)
+            await self.LensSelect.write(self.names[self.lens], verify_value=False)
         finally:
             await self.MCTStatus.write(IDLE, verify_value=False)
             self._busy = False

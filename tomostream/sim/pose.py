@@ -50,4 +50,6 @@ class Pose:
     def axis(self, center: float, width: int) -> float:
         """Detector column [pixels] of the rotation axis that sits at ``center`` with the
         reference lens, magnified about the optical centre ``width / 2``."""
+        if self.zoom == 1.0:
+            return center
         return width / 2.0 + self.zoom * (center - width / 2.0)
