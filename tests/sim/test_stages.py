@@ -12,7 +12,7 @@ from helpers import wait_until
 from ophyd import EpicsMotor
 from ophyd.utils.errors import LimitError
 
-from tomostream.devices import Optics
+from tomostream.devices import Optics, destroy_devices
 from tomostream.errors import BadParameter
 from tomostream.recon.phantom import default_phantom, project
 from tomostream.sim import DetectorOptions, FrameSource, frame_index
@@ -77,7 +77,7 @@ def motor(sim):
     m = EpicsMotor(sim.stages.options.sample_y, name="sample_y")
     m.wait_for_connection(timeout=10)
     yield m
-    m.destroy()
+    destroy_devices(m)
 
 
 def test_a_motor_moves_at_its_velocity_and_reports_as_a_motor_record(motor, sim):
@@ -112,7 +112,7 @@ def optics(sim):
     device = Optics(sim.stages.options.optics_prefix, name="optics", settle_timeout=30)
     device.wait_for_connection(timeout=10)
     yield device
-    device.destroy()
+    destroy_devices(device)
 
 
 def test_a_lens_change_goes_as_mctoptics_goes(optics, sim):
@@ -155,7 +155,7 @@ def test_projections_follow_the_stages_and_the_lens(sim, pva, wait, optics):
         y.set(4 * 0.00345).wait(30)                # 4 pixels of the first lens, up
         optics.set("2x").wait(30)
     finally:
-        y.destroy()
+        destroy_devices(y)
     pose = Pose(z=-4.0, zoom=2.0)
     wait(lambda: sim.stages.pose() == pose and sim.source.cached_pose == pose, what="the new pose cached")
     count = len(images.snapshot())

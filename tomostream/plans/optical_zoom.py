@@ -7,7 +7,9 @@ the 180-degree buffer refills at the new magnification.
 
 Geometry (:mod:`tomostream.recon.geometry`): slice pixel ``(x, y, z)`` (x, y in the Z slice,
 z the detector row) sits at ``(x - n/2, y - n/2, z - nz/2)`` pixels from the rotation axis
-and the middle row, ``n`` x ``nz`` being the frame size the server reconstructs. The stages
+and the middle row, ``n`` x ``nz`` being the frame size the server reconstructs; with the
+software Zoom the slices show a field ``Zoom`` times smaller about the crossing point
+(:func:`~tomostream.recon.geometry.zoom_axis`), and the region is read in it. The stages
 on the rotation stage (tomo 0 deg, tomo 90 deg) move the sample in its own frame, so one move
 each brings the region onto the axis whatever the angle; sample Y brings it to the middle row.
 How a stage move shows in the slices is a :class:`StageDirections`; the default is 2-BM's.
@@ -24,8 +26,10 @@ from bluesky import preprocessors as bpp
 from bluesky.utils import Msg
 from ophyd import Device, EpicsSignalRO
 
-from ..devices.zoom import Optics, SampleStages, connect, field_size, um_per_unit
+from ..devices.lifecycle import destroy_devices
+from ..devices.optics import Optics, SampleStages, connect, field_size, um_per_unit
 from ..errors import BadParameter, ConnectionLost
+from ..recon.geometry import zoom_axis
 
 #: Binnings of TomoScan's StreamBinning, by state.
 BINNING = {"1x": 1, "2x": 2, "4x": 4}
@@ -60,25 +64,44 @@ class StageDirections:
 STAGES_2BM = StageDirections()
 
 
-def stage_moves(roi: Sequence[float], frame: tuple[int, int], pixel_size: float,
-                directions: StageDirections = STAGES_2BM) -> tuple[float, float, float]:
-    """Moves of the tomo 0 deg, tomo 90 deg and sample Y stages [um] that bring slice pixel
-    ``roi`` to the rotation axis and the middle row.
+def region_offsets(roi: Sequence[float], frame: tuple[int, int], ortho: Sequence[int] = (0, 0, 0),
+                   zoom: float = 1.0) -> tuple[float, float, float]:
+    """Where slice pixel ``roi`` lies from the rotation axis and the middle row [pixels of
+    the frames].
 
     Parameters
     ----------
     roi : (float, float, float) [pixels]
-        ``(x, y, z)``: column and row in the Z slice, detector row.
+        ``(x, y, z)`` in the slices as shown: column and row in the Z slice, row in the X or
+        Y slice (the detector row at Zoom 1).
     frame : (int, int) [pixels]
         Width ``n`` and height ``nz`` of the reconstructed frames.
+    ortho : (int, int, int) [pixels]
+        OrthoX, OrthoY, OrthoZ: the crossing point the software zoom centres on.
+    zoom : float
+        The software Zoom of the slices (1: none).
+    """
+    sizes = (frame[0], frame[0], frame[1])
+    return tuple(float(zoom_axis(size, crossing, zoom)[0]) + value / zoom
+                 for value, size, crossing in zip(roi, sizes, ortho, strict=True))
+
+
+def stage_moves(offsets: Sequence[float], pixel_size: float,
+                directions: StageDirections = STAGES_2BM) -> tuple[float, float, float]:
+    """Moves of the tomo 0 deg, tomo 90 deg and sample Y stages [um] that bring a region
+    ``offsets`` pixels from the rotation axis and the middle row (:func:`region_offsets`) to
+    them.
+
+    Parameters
+    ----------
+    offsets : (float, float, float) [pixels]
+        Along x (Z-slice columns), y (Z-slice rows) and z (detector rows).
     pixel_size : float [um]
-        Size of a slice pixel at the sample.
+        Size of a pixel of the frames at the sample.
     directions : StageDirections
     """
-    x, y, z = roi
-    width, height = frame
-    offsets = (x - width / 2.0, y - width / 2.0, z - height / 2.0)
-    return tuple(d * offset * pixel_size for d, offset in zip(astuple(directions), offsets, strict=True))
+    return tuple(d * offset * pixel_size
+                 for d, offset in zip(astuple(directions), offsets, strict=True))
 
 
 def zoomed_center(center: float, zoom: float, optical_center: float) -> float:
@@ -153,11 +176,11 @@ def _binning(tomostream, timeout: float) -> Generator[Msg, object, int]:
     try:
         signal.wait_for_connection(timeout=timeout)
     except TimeoutError:
-        signal.destroy()
+        destroy_devices(signal)
         raise ConnectionLost(f"TomoScanPVPrefix={prefix!r}: {prefix}StreamBinning does not answer "
                              f"within {timeout:g} s") from None
     state = yield from bps.rd(signal)
-    signal.destroy()
+    destroy_devices(signal)
     if state not in BINNING:
         raise BadParameter(f"{prefix}StreamBinning={state!r} is not one of {tuple(BINNING)}")
     return BINNING[state]
@@ -202,7 +225,9 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
         Names the stages (SampleTomo0degPVName, SampleTomo90degPVName, SampleYPVName), the
         optics IOC (MctOpticsPVPrefix) and TomoScan (TomoScanPVPrefix: StreamBinning).
     roi : (float, float, float) [pixels], optional
-        ``(x, y, z)`` in the current slices: column and row in the Z slice, detector row.
+        ``(x, y, z)`` in the slices as shown: column and row in the Z slice, row in the X or
+        Y slice (the detector row at Zoom 1); the software Zoom is taken into account, the
+        Z slice must not be tilted (RotZ 0).
     lens : str or int, optional
         A lens of the optics IOC's LensSelect, by name (``"5x"``) or index; None keeps it.
     stages : SampleStages, optional
@@ -225,8 +250,8 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
     Raises
     ------
     BadParameter
-        No region and no lens, a region outside the slices, an unknown lens, a move beyond a
-        stage's limits; nothing has moved then.
+        No region and no lens, a region outside the slices or in a tilted Z slice, an unknown
+        lens, a move beyond a stage's limits; nothing has moved then.
     ConnectionLost
         A name PV that points at nothing (the message names it); nothing has moved then.
     """
@@ -240,25 +265,33 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
         optics = yield from _connected_optics(tomostream, connect_timeout)
     name = None if lens is None else _lens_name(lens, optics.lens_names,
                                                 optics.lens_select.pvname)
-    if roi is None and (yield from bps.rd(tomostream.lens_change_sync)) == "Yes":
-        roi = []
-        for signal in (tomostream.ortho_x, tomostream.ortho_y, tomostream.ortho_z):
-            roi.append(float((yield from bps.rd(signal))))
-    if roi is not None and stages is None:
-        stages = yield from _connected_stages(tomostream, connect_timeout)
     size = frame or field_size((yield from bps.rd(tomostream.dark_pva_name)), connect_timeout)
+    ortho = []
+    for signal in (tomostream.ortho_x, tomostream.ortho_y, tomostream.ortho_z):
+        ortho.append(int((yield from bps.rd(signal))))
+    offsets = None
+    if roi is not None:
+        _check_inside(roi, size)
+        tilt = yield from bps.rd(tomostream.rot_z)
+        if tilt != 0:
+            raise BadParameter(f"RotZ={tilt:g} degrees tilts the Z slice: zoom_to reads the region "
+                               "in an untilted one (set RotZ to 0 first)")
+        offsets = region_offsets(roi, size, ortho, (yield from bps.rd(tomostream.zoom)))
+    elif (yield from bps.rd(tomostream.lens_change_sync)) == "Yes":       # the crossing point
+        offsets = (ortho[0] - size[0] / 2, ortho[1] - size[0] / 2, ortho[2] - size[1] / 2)
     binning = yield from _binning(tomostream, connect_timeout)
     pixel_size = (yield from bps.rd(optics.image_pixel_size)) * binning
     center = yield from bps.rd(tomostream.center)
     moves, targets = (0.0, 0.0, 0.0), []
-    if roi is not None:
-        _check_inside(roi, size)
-        moves = stage_moves(roi, size, pixel_size, directions)
+    if offsets is not None:
+        if stages is None:
+            stages = yield from _connected_stages(tomostream, connect_timeout)
+        moves = stage_moves(offsets, pixel_size, directions)
         targets = yield from _targets(stages, moves)
     _md = {"plan_name": "zoom_to", "detectors": [], "motors": [m.name for m in targets[::2]],
            "plan_args": {"tomostream": repr(tomostream), "roi": roi, "lens": lens},
-           "zoom": {"roi": roi, "lens": name, "frame": list(size), "pixel_size_um": pixel_size,
-                    "moves_um": list(moves), "center": center},
+           "optical_zoom": {"roi": roi, "lens": name, "frame": list(size), "offsets": offsets,
+                    "pixel_size_um": pixel_size, "moves_um": list(moves), "center": center},
            "hints": {}}
     _md.update(md or {})
 
@@ -269,7 +302,7 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
         middle = size[0] / 2.0 if optical_center is None else float(optical_center)
         settings = [tomostream.pixel_size, new_pixel_size, tomostream.center,
                     zoomed_center(center, pixel_size / new_pixel_size, middle)]
-        if roi is not None:
+        if offsets is not None:
             settings += [tomostream.ortho_x, size[0] // 2, tomostream.ortho_y, size[0] // 2,
                          tomostream.ortho_z, size[1] // 2]
         yield from bps.mv(*settings)

@@ -16,6 +16,7 @@ from ophyd import FormattedComponent as FCpt
 from ophyd.status import DeviceStatus, SubscriptionStatus
 
 from ..errors import BadParameter, ConnectionLost
+from .lifecycle import destroy_devices
 
 #: MCTStatus of an mctoptics IOC with no lens change under way.
 OPTICS_IDLE = "Done"
@@ -152,7 +153,7 @@ def connect(device: Device, names: Mapping[str, tuple[str, str]], timeout: float
     except TimeoutError:
         dead = list(dict.fromkeys(f"{pv}={value!r}" for attr, (pv, value) in names.items()
                                   if not getattr(device, attr).connected))
-        device.destroy()
+        destroy_devices(device)
         raise ConnectionLost(f"{', '.join(dead)}: nothing answers there within {timeout:g} s "
                              "(check the TomoStream name PVs)") from None
     return device

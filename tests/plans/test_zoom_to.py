@@ -12,7 +12,7 @@ from helpers import wait_until
 from scipy import ndimage
 
 from tomostream.demo import simulated_beamline
-from tomostream.devices import TomoStream, split_slices
+from tomostream.devices import TomoStream, destroy_devices, split_slices
 from tomostream.errors import BadParameter, ConnectionLost
 from tomostream.plans import zoom_to
 from tomostream.sim import Inclusion
@@ -44,7 +44,7 @@ def beamline(tmp_path_factory):
         tomostream.ortho_z.set(int(ROI[2])).wait(10)
         bl.server_ca = tomostream
         yield bl
-        tomostream.destroy()
+        destroy_devices(tomostream)
 
 
 def ball_in(image: np.ndarray, col: int, row: int) -> tuple[float, float]:

@@ -1,34 +1,40 @@
-"""The arithmetic of zoom_to: stage moves, the magnified Center, units and lens names."""
+"""The arithmetic of zoom_to: where a region lies, stage moves, the magnified Center, units and
+lens names."""
 
 from __future__ import annotations
 
 import pytest
 
-from tomostream.devices.zoom import um_per_unit
+from tomostream.devices.optics import um_per_unit
 from tomostream.errors import BadParameter
 from tomostream.plans import STAGES_2BM, StageDirections
-from tomostream.plans.zoom import _lens_name, stage_moves, zoomed_center
+from tomostream.plans.optical_zoom import _lens_name, region_offsets, stage_moves, zoomed_center
 from tomostream.recon.geometry import slice_points
 
 
 def test_the_centre_of_the_slices_needs_no_move():
-    assert stage_moves((256, 256, 128), (512, 256), 3.45) == (0.0, 0.0, 0.0)
+    offsets = region_offsets((256, 256, 128), (512, 256))
+    assert offsets == (0.0, 0.0, 0.0) and stage_moves(offsets, 3.45) == (0.0, 0.0, 0.0)
 
 
 def test_moves_follow_2bm_directions_in_pixel_sizes():
     # 80 pixels left, 64 below and 44 rows down from the centre of 512 x 512 slices
-    moves = stage_moves((176, 320, 300), (512, 512), 3.45, STAGES_2BM)
+    offsets = region_offsets((176, 320, 300), (512, 512))
+    assert offsets == (-80.0, 64.0, 44.0)
+    moves = stage_moves(offsets, 3.45, STAGES_2BM)
     assert moves == pytest.approx((-80 * 3.45, -64 * 3.45, 44 * 3.45))
-    flipped = stage_moves((176, 320, 300), (512, 512), 3.45, StageDirections(-1, 1, -1))
-    assert flipped == pytest.approx(tuple(-m for m in moves))
+    assert stage_moves(offsets, 3.45, StageDirections(-1, 1, -1)) == pytest.approx(tuple(-m for m in moves))
 
 
-def test_the_region_is_where_the_geometry_puts_it():
-    # the offsets are the slice point's coordinates from the axis and the middle row
-    n, nz, roi = 64, 48, (21, 41, 30)
-    (z_points, _, _) = slice_points(n, nz, (0, 0, roi[2]), (0.0, 0.0, 0.0))
-    x, y, z = z_points[roi[1] * n + roi[0]]
-    assert stage_moves(roi, (n, nz), 1.0, StageDirections(1, 1, 1)) == pytest.approx((x, y, z))
+@pytest.mark.parametrize("zoom, ortho", [(1.0, (0, 0, 30)), (2.0, (40, 20, 30)), (3.5, (60, 5, 40))])
+def test_the_region_is_where_the_slice_geometry_puts_it(zoom, ortho):
+    # a pixel picked in the Z slice (x, y) and a row picked in the X slice (z), as shown with
+    # the software zoom about the crossing point
+    n, nz, (col, row, z_row) = 64, 48, (21, 41, 13)
+    z_slice, _, x_slice = slice_points(n, nz, ortho, (0.0, 0.0, 0.0), zoom)
+    x, y, _ = z_slice[row * n + col]
+    _, _, z = x_slice[z_row * n + 7]
+    assert region_offsets((col, row, z_row), (n, nz), ortho, zoom) == pytest.approx((x, y, z))
 
 
 def test_center_is_magnified_about_the_optical_centre():
