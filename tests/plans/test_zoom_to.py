@@ -38,13 +38,18 @@ def beamline(tmp_path_factory):
                             center_offset=AXIS - WIDTH / 2,
                             sim_port=int(os.environ["TOMOSTREAM_TEST_SIM_PORT"]),
                             stream_port=int(os.environ["TOMOSTREAM_TEST_STREAM_PORT"])) as bl:
-        tomostream = TomoStream(bl.tomostream_prefix, name="tomostream")
-        tomostream.wait_for_connection(timeout=10)
-        tomostream.center.set(AXIS).wait(10)
-        tomostream.ortho_z.set(int(ROI[2])).wait(10)
-        bl.server_ca = tomostream
         yield bl
-        destroy_devices(tomostream)
+
+
+@pytest.fixture(scope="module")
+def tomostream(beamline):
+    """The TomoStream device, Center on the axis and the Z slice through the ball."""
+    device = TomoStream(beamline.tomostream_prefix, name="tomostream")
+    device.wait_for_connection(timeout=30)
+    device.center.set(AXIS).wait(10)
+    device.ortho_z.set(int(ROI[2])).wait(10)
+    yield device
+    destroy_devices(device)
 
 
 def ball_in(image: np.ndarray, col: int, row: int) -> tuple[float, float]:
@@ -76,8 +81,8 @@ def refilled_slices(bl, tomostream, turns: float = 1.5) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def streaming(beamline):
-    tomostream = beamline.server_ca
+def streaming(beamline, tomostream):
+    """The beamline scanning and the server reconstructing, for the module."""
     tomostream.start_recon.put(1, use_complete=True)
     wait_until(lambda: beamline.server.ready, 60.0, "the server following the beamline")
     beamline.sim.put("StartScan", "Acquire")
@@ -91,8 +96,8 @@ def positions(bl) -> tuple[float, float, float]:
     return stages.tomo0deg.position, stages.tomo90deg.position, stages.sample_y.position
 
 
-def test_zoom_brings_the_region_to_the_centre_at_the_new_lens(streaming):
-    bl, tomostream = streaming, streaming.server_ca
+def test_zoom_brings_the_region_to_the_centre_at_the_new_lens(streaming, tomostream):
+    bl = streaming
     z, y, x = split_slices(refilled_slices(bl, tomostream))
     before = ball_in(z[:WIDTH], WIDTH // 2, WIDTH // 2)
     assert before == pytest.approx(ROI[:2], abs=1.5), "the ball is where the phantom puts it"
@@ -113,15 +118,14 @@ def test_zoom_brings_the_region_to_the_centre_at_the_new_lens(streaming):
     assert np.count_nonzero(z[:WIDTH] > z[:WIDTH].max() / 2) > 3 * np.pi * BALL["radius"] ** 2
 
 
-def test_an_unknown_lens_is_refused_and_nothing_moves(beamline):
+def test_an_unknown_lens_is_refused_and_nothing_moves(beamline, tomostream):
     before = positions(beamline)
     with pytest.raises(BadParameter, match=r"lens='20x' is not one of \('1x', '2x', '5x'\)"):
-        RunEngine({})(zoom_to(beamline.server_ca, roi=ROI, lens="20x"))
+        RunEngine({})(zoom_to(tomostream, roi=ROI, lens="20x"))
     assert positions(beamline) == before
 
 
-def test_a_name_pv_that_points_at_nothing_is_named(beamline):
-    tomostream = beamline.server_ca
+def test_a_name_pv_that_points_at_nothing_is_named(tomostream):
     good = tomostream.sample_y_pv_name.get()
     tomostream.sample_y_pv_name.set(good + "9").wait(10)
     try:
@@ -131,19 +135,30 @@ def test_a_name_pv_that_points_at_nothing_is_named(beamline):
         tomostream.sample_y_pv_name.set(good).wait(10)
 
 
+def test_a_region_in_a_tilted_z_slice_is_refused(beamline, tomostream):
+    before = positions(beamline)
+    tomostream.rot_z.set(10.0).wait(10)
+    try:
+        with pytest.raises(BadParameter, match="RotZ=10 degrees tilts the Z slice"):
+            RunEngine({})(zoom_to(tomostream, roi=ROI, lens="2x"))
+    finally:
+        tomostream.rot_z.set(0.0).wait(10)
+    assert positions(beamline) == before
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "needs a region"),
     ({"roi": (WIDTH + 5, 3, 3)}, "roi x=69 is outside"),
     ({"roi": (1, 2)}, "three finite numbers"),
     ({"lens": 7}, "lens=7 is not one of"),
 ])
-def test_bad_regions_and_lenses_are_refused(beamline, kwargs, message):
+def test_bad_regions_and_lenses_are_refused(tomostream, kwargs, message):
     with pytest.raises(BadParameter, match=message):
-        RunEngine({})(zoom_to(beamline.server_ca, **kwargs))
+        RunEngine({})(zoom_to(tomostream, **kwargs))
 
 
-def test_without_a_region_lens_change_sync_decides(streaming):
-    bl, tomostream = streaming, streaming.server_ca
+def test_without_a_region_lens_change_sync_decides(streaming, tomostream):
+    bl = streaming
     optics = bl.sim.stages.optics
     RE = RunEngine({})
 
