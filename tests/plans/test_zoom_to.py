@@ -14,7 +14,7 @@ from scipy import ndimage
 from tomostream.demo import simulated_beamline
 from tomostream.devices import TomoStream, destroy_devices, split_slices
 from tomostream.errors import BadParameter, ConnectionLost
-from tomostream.plans import zoom_to
+from tomostream.plans import StageDirections, zoom_to
 from tomostream.sim import Inclusion
 
 pytestmark = pytest.mark.timeout(300)
@@ -133,6 +133,15 @@ def test_a_name_pv_that_points_at_nothing_is_named(tomostream):
             RunEngine({})(zoom_to(tomostream, roi=ROI, connect_timeout=2.0))
     finally:
         tomostream.sample_y_pv_name.set(good).wait(10)
+
+
+def test_a_move_beyond_a_stage_limit_is_refused_before_anything_moves(beamline, tomostream):
+    before = positions(beamline)
+    far = StageDirections(tomo0deg=1.0, tomo90deg=-1.0, sample_y=1000.0)   # 6000 pixel sizes
+    with pytest.raises(BadParameter, match=r"b:m25 would move to .* outside its limits -10..10"):
+        RunEngine({})(zoom_to(tomostream, roi=ROI, lens="5x", directions=far))
+    assert positions(beamline) == before and beamline.sim.stages.optics.names[
+        beamline.sim.stages.optics.lens] != "5x"
 
 
 def test_a_region_in_a_tilted_z_slice_is_refused(beamline, tomostream):
