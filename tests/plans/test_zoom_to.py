@@ -35,7 +35,7 @@ def beamline(tmp_path_factory):
                      r1=BALL["radius"], mu=0.1, frames=1)
     with simulated_beamline(root, width=WIDTH, height=HEIGHT, fps=100.0, step=1.0, num_angles=100_000,
                             capture_dir=tmp_path_factory.mktemp("captures"), inclusion=ball,
-                            center_offset=AXIS - WIDTH / 2,
+                            center=AXIS,
                             sim_port=int(os.environ["TOMOSTREAM_TEST_SIM_PORT"]),
                             stream_port=int(os.environ["TOMOSTREAM_TEST_STREAM_PORT"])) as bl:
         yield bl
