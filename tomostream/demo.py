@@ -77,24 +77,29 @@ def simulated_beamline(root: str = "sim:", *, width: int = 128, height: int = 64
     sim_port, stream_port : int, optional
         CA search ports; default :func:`loopback_ports`.
     **sim_options
-        More SimBeamline options (``inclusion``, ``photons``...).
+        More SimBeamline options (``inclusion``, ``photons``...). The sample stages and optics
+        are served under ``root`` too (:meth:`~tomostream.sim.stages.StageOptions.under`) and
+        named in the TomoStream IOC unless ``stages`` is given.
     """
     from .server import StreamServer
     from .sim import SimBeamline
+    from .sim.stages import StageOptions
 
     if sim_port is None or stream_port is None:
         sim_port, stream_port = loopback_ports()
     scan_prefix, stream_prefix = f"{root}TomoScanStream:", f"{root}TomoStream:"
     capture_dir = Path(capture_dir)
     capture_dir.mkdir(parents=True, exist_ok=True)
+    stages = sim_options.pop("stages", None) or StageOptions.under(root)
     sim = SimBeamline(prefix=scan_prefix, plugin_prefix=f"{root}Pva1:", width=width, height=height,
                       fps=fps, step=step, num_angles=num_angles, ca_port=sim_port,
-                      data_dir=capture_dir, **sim_options)
+                      data_dir=capture_dir, stages=stages, **sim_options)
     recon = f"{stream_prefix}StreamRecon"
     server = StreamServer(stream_prefix, ca_port=stream_port, backend=backend,
                           tomoscan_prefix=scan_prefix, image_pvap_name=f"{scan_prefix}PvaPluginPVPrefix",
                           dark_pva_name=sim.dark_channel, flat_pva_name=sim.flat_channel,
-                          theta_pva_name=sim.theta_channel, recon_pva_name=recon)
+                          theta_pva_name=sim.theta_channel, recon_pva_name=recon,
+                          **stages.zoom_names())
     with sim, server:
         yield SimulatedBeamline(sim, server, scan_prefix, stream_prefix, recon, capture_dir)
 

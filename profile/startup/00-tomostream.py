@@ -45,6 +45,7 @@ from tomostream.plans import (  # noqa: E402, F401
     retake_flat,
     set_recon,
     stream_scan,
+    zoom_to,
 )
 
 catalog = open_catalog(_catalog_cfg.get("uri") or None, data_dir=_data_dir,
@@ -73,4 +74,4 @@ def live_view(max_rate: float = 5.0) -> LiveView:
 print(f"tomostream session: {'simulated beamline' if simulated else 'beamline'} "
       f"{TOMOSCAN_PREFIX} / {TOMOSTREAM_PREFIX}; recon on PVA {tomostream.recon_pva_name.get()!r}")
 print("objects: RE, catalog, db, tomoscan, tomostream, stream_scan, capture, set_recon, retake_dark, "
-      "retake_flat, ChangeDetector, live_view()")
+      "retake_flat, ChangeDetector, zoom_to, live_view()")

@@ -19,7 +19,7 @@ from tomostream.recon.params import MAX_ZOOM
 from tomostream.server.frames import dezinger_radius
 
 # suffix -> (record type, enum strings or None); pv-names.md plus the frame counters,
-# ImagePlugins and Zoom
+# ImagePlugins, Zoom and the optical-zoom PVs of the 2-BM database
 EXPECTED = {
     "TomoScanPVPrefix": ("stringout", None), "ImagePVAPName": ("stringout", None),
     "DarkPVAName": ("stringout", None), "FlatPVAName": ("stringout", None),
@@ -39,6 +39,9 @@ EXPECTED = {
     "FramesDropped": ("longin", None), "FramesLost": ("longin", None), "FramesBad": ("longin", None),
     "ImagePlugins": ("longout", None),
     "CenterEstimate": ("ao", None), "CenterAuto": ("bo", ("No", "Yes")),
+    "LensChangeSync": ("bo", ("No", "Yes")), "MctOpticsPVPrefix": ("stringout", None),
+    "SampleTomo0degPVName": ("stringout", None), "SampleTomo90degPVName": ("stringout", None),
+    "SampleYPVName": ("stringout", None),
 }
 
 # one valid write per writable PV: suffix -> (value written, value read back)
@@ -55,6 +58,9 @@ WRITES = {
     "RotX": (1.5, 1.5), "RotY": (-2.0, -2.0), "RotZ": (30.0, 30.0), "Zoom": (3.5, 3.5),
     "Energy": (25.0, 25.0), "Distance": (150.0, 150.0), "Alpha": (0.001, 0.001),
     "PixelSize": (0.65, 0.65), "ImagePlugins": (2, 2), "CenterAuto": (1, "Yes"),
+    "LensChangeSync": (1, "Yes"), "MctOpticsPVPrefix": ("2bm:MCTOptics2:", "2bm:MCTOptics2:"),
+    "SampleTomo0degPVName": ("2bmS1:m4", "2bmS1:m4"), "SampleTomo90degPVName": ("2bmS1:m3", "2bmS1:m3"),
+    "SampleYPVName": ("2bmb:m57", "2bmb:m57"),
 }
 
 
@@ -139,6 +145,14 @@ def test_nan_and_bad_values_are_refused_with_a_message(ioc):
     caput(group, "DarkPVAName", "has spaces in it")
     assert caget(group, "DarkPVAName") == "2bmb:TomoScanStream:StreamDarkFields"
     assert "DarkPVAName" in caget(group, "ReconStatus", as_string=True)
+
+
+def test_a_stage_name_that_is_no_pv_name_is_refused(ioc):
+    group, _, _ = ioc
+    caput(group, "SampleYPVName", "2bmb:m25 and more")
+    assert caget(group, "SampleYPVName") == "2bmb:m25"
+    assert "SampleYPVName='2bmb:m25 and more' is not a PV name" in caget(group, "ReconStatus",
+                                                                          as_string=True)
 
 
 def test_unknown_filter_index_is_refused(ioc):

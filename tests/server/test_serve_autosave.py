@@ -45,9 +45,10 @@ def prefix(unique_prefix):
 
 def test_settings_survive_a_restart_and_the_command_line_wins(prefix, stream_ca_port, tmp_path):
     path = autosave_path(tmp_path, prefix)                  # the default place
-    with serve(prefix, stream_ca_port, "--dark-pva-name", "cli:Dark", data_dir=tmp_path) as ca:
+    with serve(prefix, stream_ca_port, "--dark-pva-name", "cli:Dark", "--sample-y-pv-name", "cli:m9",
+               data_dir=tmp_path) as ca:
         assert "no autosave file yet" in ca.text("ReconStatus")
-        assert ca.get("DarkPVAName") == "cli:Dark"
+        assert ca.get("DarkPVAName") == "cli:Dark" and ca.get("SampleYPVName") == "cli:m9"
         ca.put("Center", 33.5)
         ca.put("FilterType", 2)
         ca.put("ThetaPVAName", "saved:Theta")
@@ -62,8 +63,10 @@ def test_settings_survive_a_restart_and_the_command_line_wins(prefix, stream_ca_
         assert ca.get("ThetaPVAName") == "saved:Theta"
         assert ca.get("DarkPVAName") == "cli:Dark2"                 # given: wins over the file
         assert ca.get("ReconPVAName") == prefix + "StreamRecon"     # saved default, restored
+        assert ca.get("SampleYPVName") == "cli:m9"                  # given before, restored
     with serve(prefix, stream_ca_port, "--no-autosave", data_dir=tmp_path) as ca:
         assert ca.get("Center") == 0.0 and ca.get("ThetaPVAName") == "2bmb:TomoScanStream:StreamTheta"
+        assert ca.get("MctOpticsPVPrefix") == "2bm:MCTOptics:" and ca.get("SampleYPVName") == "2bmb:m25"
         ca.put("Center", 7.0)
     assert f"{prefix}Center 33.5" in path.read_text()              # untouched
 

@@ -16,6 +16,7 @@ from helpers import PATIENCE
 from p4p.client.thread import Context as PvaContext
 
 from tomostream.sim import SimBeamline
+from tomostream.sim.stages import StageOptions
 
 REQUEST = "record[queueSize=1000]field()"
 
@@ -147,7 +148,7 @@ def make_sim(sim_ca_port, unique_prefix, tmp_path):
     def make(**kwargs):
         options = dict(prefix=unique_prefix + "TomoScanStream:", plugin_prefix=unique_prefix + "Pva1:",
                        width=64, height=64, fps=100.0, ca_port=sim_ca_port, data_dir=tmp_path / "data",
-                       num_angles=200, inclusion="none")
+                       num_angles=200, inclusion="none", stages=StageOptions.under(unique_prefix))
         options.update(kwargs)
         (tmp_path / "data").mkdir(exist_ok=True)
         sim = SimBeamline(**options).start()

@@ -37,6 +37,16 @@ class TomoStream(Device):
     #: NDPluginPva plugins the detector's frames are spread over (NDPluginScatter), 1..8
     image_plugins = Cpt(EpicsSignal, "ImagePlugins", put_complete=True, kind="config")
 
+    # --- optical zoom: the optics IOC and sample stages (names) -------------------------------
+    lens_change_sync = Cpt(EpicsSignal, "LensChangeSync", string=True, put_complete=True, kind="config")
+    mct_optics_prefix = Cpt(EpicsSignal, "MctOpticsPVPrefix", string=True, put_complete=True,
+                            kind="config")
+    sample_tomo0deg_pv_name = Cpt(EpicsSignal, "SampleTomo0degPVName", string=True, put_complete=True,
+                                  kind="config")
+    sample_tomo90deg_pv_name = Cpt(EpicsSignal, "SampleTomo90degPVName", string=True,
+                                   put_complete=True, kind="config")
+    sample_y_pv_name = Cpt(EpicsSignal, "SampleYPVName", string=True, put_complete=True, kind="config")
+
     # --- reconstruction settings --------------------------------------------------------------
     center = Cpt(EpicsSignal, "Center", put_complete=True, kind="config")  # [pixels]
     center_tweak = Cpt(EpicsSignal, "CenterTweak", put_complete=True, kind="config")  # [pixels]

@@ -37,15 +37,18 @@ from ..errors import AutosaveError
 log = logging.getLogger(__name__)
 
 #: Settings saved and restored: the APS ``tomoStream_settings.req`` (less BufferSize, a
-#: read-back here), ImagePlugins and Zoom (a display setting, as OrthoX/Y/Z are). CenterAuto
-#: is not saved: it is a mode that rewrites Center, so a restart keeps the Center saved (set by
-#: hand or by the mode) until someone asks again (it starts at No), rather than moving it as
-#: soon as the next sample turns.
+#: read-back here), ImagePlugins, Zoom (a display setting, as OrthoX/Y/Z are), and the
+#: optical-zoom PVs of the 2-BM ``tomoStream_2BM_settings.req``. CenterAuto is not saved: it
+#: is a mode that rewrites Center, so a restart keeps the Center saved (set by hand or by the
+#: mode) until someone asks again (it starts at No), rather than moving it as soon as the next
+#: sample turns.
 AUTOSAVED: tuple[str, ...] = (
     "TomoScanPVPrefix", "ImagePVAPName", "ImagePlugins", "DarkPVAName", "FlatPVAName",
     "ThetaPVAName", "ReconPVAName", "Center", "CenterTweak", "Dezinger", "RingRemoval",
     "FilterType", "OrthoX", "OrthoY", "OrthoZ", "RotX", "RotY", "RotZ", "Zoom", "Energy",
     "Distance", "Alpha", "PixelSize",
+    "LensChangeSync", "MctOpticsPVPrefix", "SampleTomo0degPVName", "SampleTomo90degPVName",
+    "SampleYPVName",
 )
 #: Most often the file is written [s]; changes within one period are written together.
 SAVE_PERIOD = 2.0

@@ -136,6 +136,45 @@ class ChannelNames(_Part):
     ReconPVAName.putter(_name)
 
 
+#: Defaults of the optical-zoom name PVs: the names at APS 2-BM (the optics IOC and the sample
+#: stages of its TomoStream 2-BM database), which ``tomostream sim`` serves as well.
+ZOOM_NAMES: Mapping[str, str] = {
+    "MctOpticsPVPrefix": "2bm:MCTOptics:",
+    "SampleTomo0degPVName": "2bmS1:m2",
+    "SampleTomo90degPVName": "2bmS1:m1",
+    "SampleYPVName": "2bmb:m25",
+}
+
+
+class OpticalZoom(_Part):
+    """The 2-BM optical zoom (``zoom_to``): the optics IOC, the sample stages and whether a lens
+    change brings the slices' crossing to the rotation axis."""
+
+    LensChangeSync = pvproperty(value="No", enum_strings=NO_YES, dtype=CheckedEnum, record="bo",
+                                doc="Yes: a lens change without a region moves the sample stages "
+                                    "so the slices' crossing (OrthoX, OrthoY, OrthoZ) comes to "
+                                    "the rotation axis and the field's centre")
+    MctOpticsPVPrefix = _stringout(ZOOM_NAMES["MctOpticsPVPrefix"],
+                                   doc="prefix of the mctoptics IOC (LensSelect, ImagePixelSize, ...)")
+    SampleTomo0degPVName = _stringout(ZOOM_NAMES["SampleTomo0degPVName"],
+                                      doc="motor record of the sample stage along the beam-normal "
+                                          "direction at 0 degrees (on the rotation stage)")
+    SampleTomo90degPVName = _stringout(ZOOM_NAMES["SampleTomo90degPVName"],
+                                       doc="motor record of the sample stage along the beam-normal "
+                                           "direction at 90 degrees (on the rotation stage)")
+    SampleYPVName = _stringout(ZOOM_NAMES["SampleYPVName"],
+                               doc="motor record of the vertical sample stage")
+
+    @LensChangeSync.putter
+    async def LensChangeSync(self, instance, value):
+        return await self._accept("LensChangeSync", value)
+
+    MctOpticsPVPrefix.putter(ChannelNames._name)
+    SampleTomo0degPVName.putter(ChannelNames._name)
+    SampleTomo90degPVName.putter(ChannelNames._name)
+    SampleYPVName.putter(ChannelNames._name)
+
+
 class ReconParams(_Part):
     """Reconstruction parameters; each takes effect on the next published update."""
 
@@ -361,6 +400,11 @@ class TomoStreamIOC(PVGroup):
     FlatPVAName, ThetaPVAName, ReconPVAName; ImagePlugins (longout, 1..8: the NDPluginPva
     plugins an NDPluginScatter spreads the frames over, prefixes counted up from the first's).
 
+    Optical zoom (names, stringout): MctOpticsPVPrefix (the mctoptics IOC), SampleTomo0degPVName,
+    SampleTomo90degPVName, SampleYPVName (motor records of the sample stages); LensChangeSync (bo
+    No/Yes: a lens change by ``zoom_to`` without a region brings the slices' crossing to the
+    rotation axis). Read by the ``zoom_to`` plan; the server itself moves nothing.
+
     Reconstruction (taking effect live): Center (ao, pixels), CenterTweak (ao, pixels),
     CenterTweakUp / CenterTweakDown (calcout: Center +/-= CenterTweak), FilterType (mbbo:
     Parzen, Shepp-logan, Ramp, Butterworth), Dezinger (mbbo: 0 None, 1 Radius 2, 2 Radius 3,
@@ -399,6 +443,7 @@ class TomoStreamIOC(PVGroup):
     """
 
     channels = SubGroup(ChannelNames, prefix="")
+    zoom = SubGroup(OpticalZoom, prefix="")
     params = SubGroup(ReconParams, prefix="")
     state = SubGroup(ReconState, prefix="")
     axis = SubGroup(AxisFinding, prefix="")

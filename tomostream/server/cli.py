@@ -13,7 +13,7 @@ from ..errors import TomostreamError
 from ..io.catalog import default_data_dir
 from ..ioc.access import ALL_INTERFACES, WriteAllowList, bind_env, server_interfaces, split_hosts
 from ..ioc.autosave import autosave_path
-from ..ioc.tomostream_ioc import TomoStreamIOC
+from ..ioc.tomostream_ioc import ZOOM_NAMES, TomoStreamIOC
 from .stream_server import StreamServer
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,11 @@ NAME_OPTIONS = (
     ("--flat-pva-name", "FlatPVAName", "<tomoscan>StreamFlatFields"),
     ("--theta-pva-name", "ThetaPVAName", "<tomoscan>StreamTheta"),
     ("--recon-pva-name", "ReconPVAName", "<prefix>StreamRecon"),
+    *((option, suffix, ZOOM_NAMES[suffix]) for option, suffix in (
+        ("--mct-optics-pv-prefix", "MctOpticsPVPrefix"),
+        ("--sample-tomo0deg-pv-name", "SampleTomo0degPVName"),
+        ("--sample-tomo90deg-pv-name", "SampleTomo90degPVName"),
+        ("--sample-y-pv-name", "SampleYPVName"))),
 )
 
 

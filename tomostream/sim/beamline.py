@@ -8,7 +8,9 @@ One object owns
   channels ``<pva_prefix>StreamDarkFields``, ``StreamFlatFields`` and ``StreamTheta``,
 - the acquisition thread that rotates the simulated stage and streams frames at the frame
   rate, paced by a monotonic clock (it sleeps until each frame is due; no busy wait),
-- a ring buffer of recent projections and a writer thread for captures (DXfiles).
+- a ring buffer of recent projections and a writer thread for captures (DXfiles),
+- the sample stages and the optics (:mod:`tomostream.sim.stages`: motor records and an
+  mctoptics IOC, served by the same IOC thread); the projections follow them.
 
 See :mod:`tomostream.sim.scan` for how uniqueIds and angles relate, and
 :mod:`tomostream.sim.detector` for how frames are made.
@@ -41,6 +43,7 @@ from .detector import BINNINGS, DetectorOptions, FrameSource
 from .files import FIELD_DATASETS, FIELD_FILES, add_fields, write_fields, write_projections
 from .ioc import TomoScanStreamIOC
 from .scan import SCAN_TYPES, Inclusion, angle_table, unique_id
+from .stages import SampleStages, StageOptions
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,9 @@ class SimBeamline:
     write_hosts : sequence of str, optional
         Hosts (names or IP addresses) allowed to write the TomoScan PVs; every host may read.
         None: no limit.
+    stages : StageOptions, optional
+        The sample stages and optics served beside the TomoScan IOC (2-BM's names by default);
+        at their start positions and lens the frames are those of a beamline without them.
     """
 
     def __init__(self, prefix: str = "2bmb:TomoScanStream:", plugin_prefix: str = "2bmSP1:Pva1:",
@@ -140,7 +146,8 @@ class SimBeamline:
                  read_noise: float = 2.0, intensity: float | None = None, cache_mb: float = 512.0,
                  inclusion: str | Inclusion | None = "grow", seed: int = 0,
                  interfaces: Sequence[str] | None = None, write_hosts: Sequence[str] | None = None,
-                 image_plugins: int = 1, field_copy_delay: float = 0.0, column_errors: float = 0.0):
+                 image_plugins: int = 1, field_copy_delay: float = 0.0, column_errors: float = 0.0,
+                 stages: StageOptions | None = None):
         if scan_type not in SCAN_TYPES:
             raise BadParameter(f"scan_type={scan_type!r} is not one of {SCAN_TYPES}")
         if num_dark < 1 or num_flat < 1:
@@ -152,6 +159,9 @@ class SimBeamline:
                                        center=center, inclusion=inclusion,
                                        cache_mb=cache_mb, seed=seed, column_errors=column_errors)
         self.source = FrameSource(self.options)
+        self.stages = SampleStages(stages or StageOptions())
+        self._refresh: threading.Thread | None = None   # caches the frames of a new pose
+        self._prebuilt_pose = self.source.cached_pose   # the pose of the NTNDArrays in _prebuilt
         self.prefix = prefix
         self.plugin_prefix = plugin_prefix
         self.pva_prefix = prefix if pva_prefix is None else pva_prefix
@@ -219,7 +229,8 @@ class SimBeamline:
         self.channels = PvaChannels()
         for name, pv in self._last_pv.items():
             self.channels.add(name, pv)
-        self._ioc_thread = IocThread(self.ioc.pvdb, port=self.ca_port, interfaces=self.interfaces,
+        self._ioc_thread = IocThread({**self.ioc.pvdb, **self.stages.pvdb}, port=self.ca_port,
+                                     interfaces=self.interfaces,
                                      name=f"sim-ioc {self.prefix}", write_hosts=self.write_hosts)
         try:
             self._ioc_thread.start(timeout)
@@ -448,12 +459,27 @@ class SimBeamline:
         self._theta = theta
         self._publish(self.theta_channel, theta_pv(theta))
 
-    def _prepare(self, theta: np.ndarray) -> None:
+    def _prepare(self, theta: np.ndarray, report: bool = True) -> None:
         def progress(done: int, total: int) -> None:
             self.ioc.post({"ScanStatus": f"Computing projections {done}/{total}"})
 
         with self._prepare_lock:
-            self.source.prepare(theta, progress)
+            self.source.pose = self.stages.pose()
+            self.source.prepare(theta, progress if report else None)
+
+    def _follow_stages(self, theta: np.ndarray) -> None:
+        """Give the detector the stages' pose; once they stand still in a new one, cache its
+        frames in the background (meanwhile frames are computed one by one). NTNDArrays built
+        for another pose are not sent again."""
+        self.source.pose = pose = self.stages.pose()
+        if self.source.cached_pose != self._prebuilt_pose:
+            self._prebuilt.clear()
+            self._prebuilt_pose = self.source.cached_pose
+        if (pose != self.source.cached_pose and self.stages.settled
+                and (self._refresh is None or not self._refresh.is_alive())):
+            self._refresh = threading.Thread(target=self._prepare, args=(theta, False), daemon=True,
+                                             name="sim-prepare-pose")
+            self._refresh.start()
 
     # ------------------------------------------------------------------ acquisition thread
     def _scan(self, theta: np.ndarray, done: Future) -> None:
@@ -516,6 +542,7 @@ class SimBeamline:
                 retake.frames.append(frame)
                 pv = to_ntnda(frame, uid, time.time())
             else:
+                self._follow_stages(theta)
                 frame = self.source.projection(theta[k], k, binning)
                 pv = self._frame_pv(frame, uid, self.source.repeat_key(theta[k], k, binning))
             self._publish(self.image_channels[self.frames_published % len(self.image_channels)], pv)

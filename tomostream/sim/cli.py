@@ -30,6 +30,7 @@ from ..errors import TomostreamError
 from ..ioc.access import LOOPBACK, bind_env, server_interfaces, split_hosts
 from .beamline import SimBeamline
 from .ioc import TomoScanStreamIOC
+from .stages import add_stage_arguments, stage_options
 
 
 def spawn(args: Sequence[str], **popen) -> subprocess.Popen:
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                         "the TomoScan PVs; reads stay open [any host]")
     p.add_argument("--start-scan", action="store_true", help="start a scan right away")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    add_stage_arguments(p)
     return p
 
 
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                           inclusion=args.inclusion, first_projid=args.first_projid,
                           wrap_unique_id=args.wrap_unique_id, cache_mb=args.cache_mb,
                           interfaces=interfaces, write_hosts=split_hosts(args.write_hosts) or None,
-                          image_plugins=args.image_plugins, column_errors=args.column_errors)
+                          image_plugins=args.image_plugins, column_errors=args.column_errors,
+                          stages=stage_options(args))
         sim.start()
     except (TomostreamError, OSError) as exc:
         print(f"tomostream sim: {exc}", file=sys.stderr)

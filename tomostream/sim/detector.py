@@ -20,6 +20,11 @@ in the output dtype. Per frame the simulator then only
 - adds zingers (single saturated pixels) at a fraction of the pixels,
 - bins (mean of b x b blocks) when asked.
 
+The sample stages and the lens (:mod:`.pose`) move and magnify the phantom: ``pose`` is
+set by the beamline before each frame. Frames are cached for one pose; while the pose differs
+from the cached one (a stage moving, a new lens), frames are computed exactly, one by one,
+until :meth:`FrameSource.prepare` has cached the new pose's frames.
+
 ``photons = 0`` gives noiseless frames (and no zingers unless asked), so tests can compare
 frames with the analytic projections exactly (to the rounding to integer counts).
 """
@@ -36,6 +41,7 @@ from numba import njit
 
 from ..errors import BadParameter
 from ..recon.phantom import Ellipsoid, default_phantom, project, reach
+from .pose import Pose
 from .scan import Inclusion
 
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
@@ -238,16 +244,21 @@ class FrameSource:
         self._frames = np.zeros((0, h, w), self.dtype)
         self.capacity = max(1, int(o.cache_mb * 2**20 // (npix * self.dtype.itemsize)))
         self.exact = True                      # False when the cache holds a coarser grid
+        #: Where the stages and the lens put the sample now (set by the beamline).
+        self.pose = Pose()
+        self._cache_pose = Pose()              # the pose of the cached frames
 
     # ------------------------------------------------------------------ cache
     def prepare(self, angles: np.ndarray, progress: Callable[[int, int], None] | None = None,
                 workers: int = 2) -> None:
         """Compute the noiseless frames for ``angles`` [degrees] (modulo 360) and cache them.
 
-        Angles already cached are reused. If more distinct angles are needed than
-        ``capacity`` frames, an even grid of ``capacity`` angles over 360 degrees is cached
-        instead and ``exact`` becomes False.
+        Angles already cached for the current pose are reused. If more distinct angles are
+        needed than ``capacity`` frames, an even grid of ``capacity`` angles over 360 degrees is
+        cached instead and ``exact`` becomes False. The frames are those of :attr:`pose` when
+        the call began.
         """
+        pose = self.pose
         keys = np.round(np.mod(np.asarray(angles, np.float64), 360.0) / ANGLE_KEY)
         wanted = np.unique(np.mod(keys * ANGLE_KEY, 360.0))
         exact = wanted.size <= self.capacity
@@ -255,6 +266,8 @@ class FrameSource:
             wanted = np.arange(self.capacity) * (360.0 / self.capacity)
         with self._lock:
             have_angles, have_frames = self._angles, self._frames
+            if self._cache_pose != pose:
+                have_angles = have_angles[:0]
         idx = np.searchsorted(have_angles, wanted)
         hit = np.zeros(wanted.size, bool)
         if have_angles.size:
@@ -268,8 +281,7 @@ class FrameSource:
         done = 0
 
         def compute(sel: np.ndarray) -> np.ndarray:
-            p = project(self.phantom, wanted[sel], self.options.width, self.options.height, self.center)
-            frames[sel] = self._to_dtype(self.dark + self.sample_beam * np.exp(-p))
+            frames[sel] = self._to_dtype(self._counts(wanted[sel], pose))
             return sel
 
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="sim-prepare") as pool:
@@ -278,7 +290,23 @@ class FrameSource:
                 if progress is not None:
                     progress(done, todo.size)
         with self._lock:
-            self._angles, self._frames, self.exact = wanted, frames, exact
+            self._angles, self._frames, self.exact, self._cache_pose = wanted, frames, exact, pose
+
+    def _scene(self, pose: Pose, extra: Sequence[Ellipsoid] = ()) -> tuple[list[Ellipsoid], float]:
+        """The phantom (and ``extra`` ellipsoids) placed by ``pose``, and the axis column."""
+        return pose.place([*self.phantom, *extra]), pose.axis(self.center, self.options.width)
+
+    def _counts(self, angles, pose: Pose, extra: Sequence[Ellipsoid] = ()) -> np.ndarray:
+        """Exact noiseless projections [counts] at ``angles`` [degrees] of the phantom (and
+        ``extra``) placed by ``pose``: float32, (len(angles), height, width)."""
+        ellipsoids, center = self._scene(pose, extra)
+        p = project(ellipsoids, np.atleast_1d(angles), self.options.width, self.options.height, center)
+        return self.dark + self.sample_beam * np.exp(-p)
+
+    @property
+    def cached_pose(self) -> Pose:
+        """The pose of the cached frames."""
+        return self._cache_pose
 
     @property
     def cached_angles(self) -> np.ndarray:
@@ -300,7 +328,11 @@ class FrameSource:
         return float(angles[j]), frames[j]
 
     def _cached(self, theta: float) -> np.ndarray:
-        return self._nearest(theta)[1]
+        """The noiseless frame at ``theta`` for the current pose: cached, else computed."""
+        pose = self.pose
+        if pose == self._cache_pose:
+            return self._nearest(theta)[1]
+        return self._to_dtype(self._counts(theta, pose)[0])
 
     def repeat_key(self, theta: float, k: int = 0, binning: int = 1) -> float | None:
         """Which cached frame ``projection(theta, k, binning)`` returns unchanged, if it does.
@@ -313,6 +345,8 @@ class FrameSource:
         o = self.options
         if binning != 1 or self.noisy or o.zingers or (o.inclusion is not None
                                                         and o.inclusion.at(k) is not None):
+            return None
+        if self.pose != self._cache_pose:
             return None
         return self._nearest(theta)[0]
 
@@ -392,8 +426,10 @@ class FrameSource:
         """Replace the window the inclusion projects to with exact noiseless values including
         it (rounded to the detector dtype), in place."""
         h, w = counts.shape
+        placed, center = self._scene(self.pose, (inc,))
+        *phantom, inc = placed
         t = np.deg2rad(theta)
-        uc = self.center + inc.x0 * np.cos(t) - inc.y0 * np.sin(t)
+        uc = center + inc.x0 * np.cos(t) - inc.y0 * np.sin(t)
         vc = h / 2.0 + inc.z0
         r = inc.a + 1.0
         u0, u1 = max(0, int(np.floor(uc - r))), min(w, int(np.ceil(uc + r)) + 1)
@@ -403,8 +439,8 @@ class FrameSource:
         hw, ww = v1 - v0, u1 - u0
         dz = v0 + hw / 2.0 - h / 2.0      # window rows are centred at hw/2, detector rows at h/2
         shifted = [Ellipsoid(e.x0, e.y0, e.z0 - dz, e.a, e.b, e.c, e.phi, e.mu)
-                   for e in (*self.phantom, inc)]
-        p = project(shifted, np.array([theta]), ww, hw, center=self.center - u0)[0]
+                   for e in (*phantom, inc)]
+        p = project(shifted, np.array([theta]), ww, hw, center=center - u0)[0]
         win = (slice(v0, v1), slice(u0, u1))
         counts[win] = self._to_dtype(self.dark[win] + self.sample_beam[win] * np.exp(-p))
 
@@ -417,9 +453,9 @@ class FrameSource:
         return self._finish(self.dark + self.open_beam, self.dark, binning, zingers=True)
 
     def expected(self, theta: float, k: int = 0) -> np.ndarray:
-        """Noiseless frame at ``theta`` [degrees] computed exactly (slow): float32 counts."""
-        ells = list(self.phantom)
+        """Noiseless frame at ``theta`` [degrees] for the current pose, computed exactly (slow):
+        float32 counts."""
+        extra = []
         if self.options.inclusion is not None and (inc := self.options.inclusion.at(k)) is not None:
-            ells.append(inc)
-        p = project(ells, np.array([theta]), self.options.width, self.options.height, self.center)[0]
-        return self.dark + self.sample_beam * np.exp(-p)
+            extra.append(inc)
+        return self._counts(theta, self.pose, extra)[0]
