@@ -196,7 +196,8 @@ def open_catalog(uri: str | None = None, data_dir: str | os.PathLike | None = No
 def _connect(uri: str, api_key: str | None):
     """Tiled client of the server at ``uri``; errors name the server and what to check."""
     import httpx
-    from tiled.client import from_uri
+    from tiled.client.constructors import from_context
+    from tiled.client.context import Context
     from tiled.client.utils import ClientError
 
     where = uri.split("?")[0]
@@ -206,7 +207,12 @@ def _connect(uri: str, api_key: str | None):
     try:
         # no server at all: say so at once (the client would retry for tens of seconds)
         httpx.get(where, timeout=CONNECT_TIMEOUT)
-        return from_uri(uri, api_key=api_key) if api_key else from_uri(uri)
+        context, path = Context.from_any_uri(uri, api_key=api_key or None)
+        try:
+            return from_context(context, node_path_parts=path)
+        except Exception:  # leave no connection open behind an error
+            context.close()
+            raise
     except ClientError as exc:
         status = exc.response.status_code
         if status in (401, 403):

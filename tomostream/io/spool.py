@@ -227,6 +227,7 @@ def replay_spool(catalog, spool: str | os.PathLike) -> list[str]:
         uids of the runs written.
     """
     from bluesky.callbacks.tiled_writer import TiledWriter
+    from tiled.queries import KeysFilter
 
     written = []
     for path in spooled_runs(spool):
@@ -239,7 +240,7 @@ def replay_spool(catalog, spool: str | os.PathLike) -> list[str]:
                 log.warning("spool file %s does not begin with a start document; left in place", path)
                 continue
             uid = docs[0]["doc"]["uid"]
-            if uid in catalog:
+            if len(catalog.search(KeysFilter(keys=[uid]))):   # taken in part: replaced
                 catalog.delete_contents(uid, recursive=True, external_only=False)
             writer = TiledWriter(catalog, batch_size=1)
             for item in _complete(docs):
