@@ -74,9 +74,13 @@ class Service:
         except OSError:
             return ""
 
-    def wait_ready(self, predicate, what: str, timeout: float = READY) -> None:
-        """Wait until ``predicate()``; fail at once, with its output, if the process ends."""
-        wait_until(lambda: predicate() or not self.alive, timeout, f"{self.name}: {what}")
+    def wait_ready(self, predicate, what, timeout: float = READY) -> None:
+        """Wait until ``predicate()``; fail at once, with its output, if the process ends.
+
+        ``what`` (a string, or a callable giving one) says what was waited for.
+        """
+        wait_until(lambda: predicate() or not self.alive, timeout,
+                   lambda: f"{self.name}: {what() if callable(what) else what}")
         assert self.alive, f"{self.name} ended (status {self.proc.returncode}):\n{self.log()}"
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int | None:
@@ -271,11 +275,14 @@ def start_beamline(root: str, log_dir: Path, capture_dir: Path, sim_port: int, s
                                          stream_port, "--interfaces", "127.0.0.1", "--tomoscan-prefix",
                                          scan, "--backend", "numpy", "--no-autosave"],
                     log_dir / "serve.log").start()
+    status, sim_running = epics.get_pv(stream + "ReconStatus"), epics.get_pv(scan + "ServerRunning")
+
     def ready():
-        text = epics.caget(stream + "ReconStatus", as_string=True, count=STATUS_LENGTH, timeout=2.0,
-                           use_monitor=False)
-        sim_up = epics.caget(scan + "ServerRunning", as_string=True, timeout=2.0, use_monitor=False)
-        return bool(text and text.startswith("Stopped: ready")) and sim_up == "Running"
+        if not (status.connected and sim_running.connected):
+            return False
+        text = status.get(as_string=True, count=STATUS_LENGTH, use_monitor=False, timeout=10.0)
+        up = sim_running.get(as_string=True) == "Running"
+        return bool(text and text.startswith("Stopped: ready")) and up
 
     for service in (sim, serve):
         assert service.alive, f"{service.name} ended:\n{service.log()}"

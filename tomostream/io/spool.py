@@ -181,14 +181,16 @@ def _complete(docs: list[dict]):
     yield from docs
     if docs[-1]["name"] != "stop":
         start = docs[0]["doc"]
-        last = max(item["doc"].get("time", start["time"]) for item in docs)
+        times = [item["doc"].get("time", start["time"]) for item in docs]
+        last = max(max(t) if isinstance(t, list) else t for t in times)   # pages hold lists
         counts: dict[str, int] = {}
         streams = {item["doc"]["uid"]: item["doc"].get("name") for item in docs
                    if item["name"] == "descriptor"}
         for item in docs:
-            if item["name"] == "event":
+            if item["name"] in ("event", "event_page"):  # the journal holds pages (RunRouter)
                 stream = streams.get(item["doc"]["descriptor"])
-                counts[stream] = counts.get(stream, 0) + 1
+                rows = len(item["doc"]["seq_num"]) if item["name"] == "event_page" else 1
+                counts[stream] = counts.get(stream, 0) + rows
         yield {"name": "stop", "doc": {"uid": f"{start['uid']}-stop", "run_start": start["uid"],
                                        "time": last, "exit_status": "fail", "reason": UNCLOSED_REASON,
                                        "num_events": counts}}
