@@ -125,14 +125,14 @@ def test_the_committed_plan_and_device_lists_are_current(manager):
     """profile/startup/existing_plans_and_devices.yaml is what qserver-list-plans-devices makes of
     today's profile (the worker computes the same lists from the loaded profile)."""
     committed = yaml.safe_load((STARTUP / "existing_plans_and_devices.yaml").read_text())
-    live_plans = manager.api.plans_existing()["plans_existing"]
-    live_devices = manager.api.devices_existing()["devices_existing"]
+    live_plans = manager.api.plans_existing(reload=True)["plans_existing"]
+    live_devices = manager.api.devices_existing(reload=True)["devices_existing"]
     hint = ("profile/startup/existing_plans_and_devices.yaml is out of date: run 'qserver-list-plans-devices "
             "--startup-dir profile/startup --file-dir profile/startup' and commit it")
     assert json.loads(json.dumps(committed["existing_plans"])) == live_plans, hint
     assert json.loads(json.dumps(committed["existing_devices"])) == live_devices, hint
-    assert set(manager.api.plans_allowed()["plans_allowed"]) == PLANS
-    assert set(manager.api.devices_allowed()["devices_allowed"]) == DEVICES
+    assert set(manager.api.plans_allowed(reload=True)["plans_allowed"]) == PLANS
+    assert set(manager.api.devices_allowed(reload=True)["devices_allowed"]) == DEVICES
 
 
 def test_a_queued_stream_scan_runs_and_its_run_is_in_the_catalog(manager, tiled):
@@ -144,7 +144,7 @@ def test_a_queued_stream_scan_runs_and_its_run_is_in_the_catalog(manager, tiled)
     api.queue_start()
     manager.service.wait_ready(lambda: api.status(reload=True)["items_in_history"] >= 1
                                and api.status(reload=True)["manager_state"] == "idle", "the plan done")
-    result = api.history_get()["items"][-1]["result"]
+    result = api.history_get(reload=True)["items"][-1]["result"]
     assert result["exit_status"] == "completed", result
     (uid,) = result["run_uids"]
     with remote_catalog(tiled) as catalog:
@@ -188,7 +188,7 @@ def test_a_queue_server_restarted_mid_plan_loses_no_run(manager, tiled, data_dir
     kept = events_in(spool / f"{uid}.jsonl")             # what the journal holds: all there was
 
     manager.start()                                      # same Redis: the queue knows what happened
-    lost = manager.api.history_get()["items"][-1]["result"]
+    lost = manager.api.history_get(reload=True)["items"][-1]["result"]
     assert lost["exit_status"] == "unknown" and "restart of the RE Manager" in lost["msg"], lost
     manager.open_environment()                           # the profile writes the kept run in
     assert not (spool / f"{uid}.jsonl").exists()
