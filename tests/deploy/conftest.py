@@ -37,6 +37,7 @@ def postgres(deploy_dir):
 def tiled(postgres, deploy_dir, data_dir):
     """The catalog server of deploy/tiled/config.yml, on PostgreSQL, with an API key."""
     server = make_tiled(postgres, deploy_dir / "tiled", data_dir / "captures", data_dir / "snapshots")
-    server.start()
-    yield server
-    server.service.stop()
+    try:
+        yield server.start()
+    finally:
+        server.service.stop()

@@ -83,8 +83,19 @@ class Service:
                    lambda: f"{self.name}: {what() if callable(what) else what}")
         assert self.alive, f"{self.name} ended (status {self.proc.returncode}):\n{self.log()}"
 
+    def start_ready(self, predicate, what, timeout: float = READY) -> Service:
+        """:meth:`start`, then :meth:`wait_ready`; a server that does not get ready is stopped."""
+        self.start()
+        try:
+            self.wait_ready(predicate, what, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int | None:
-        """Send ``sig`` to the whole process group, then SIGKILL after ``timeout`` [s]."""
+        """Send ``sig`` to the server's process group (its children too), then SIGKILL after
+        ``timeout`` [s]."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -94,7 +105,6 @@ class Service:
             except subprocess.TimeoutExpired:
                 self._signal_group(signal.SIGKILL)
                 self.proc.wait(timeout)
-        self._signal_group(signal.SIGKILL)   # children left behind by the leader
         return self.proc.returncode
 
     def _signal_group(self, sig: int) -> None:
@@ -180,13 +190,17 @@ def start_postgres(log_dir: Path, databases: tuple[str, ...] = ("tiled", "tiled_
     port = free_port()
     service = Service("postgres", [programs / "postgres", "-D", root / "data", "-h", "127.0.0.1",
                                    "-p", port, "-k", root, "-c", "fsync=off"],
-                      log_dir / "postgres.log", user=run_as).start()
+                      log_dir / "postgres.log", user=run_as)
     pg = Postgres(service, root, port, "tomostream", password)
-    service.wait_ready(lambda: pg.run("pg_isready", "-d", "postgres").returncode == 0,
-                       "accepting connections")
-    for name in databases:
-        made = pg.run("createdb", name)
-        assert made.returncode == 0, made.stderr
+    try:
+        service.start_ready(lambda: pg.run("pg_isready", "-d", "postgres").returncode == 0,
+                            "accepting connections")
+        for name in databases:
+            made = pg.run("createdb", name)
+            assert made.returncode == 0, made.stderr
+    except BaseException:
+        pg.stop()
+        raise
     return pg
 
 
@@ -199,7 +213,7 @@ def start_redis(log_dir: Path) -> tuple[Service, int]:
     binary = Path(spec.origin).parent / "bin" / "redis-server"
     port = free_port()
     service = Service("redis", [binary, "--port", port, "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", log_dir], log_dir / "redis.log").start()
+                                "--appendonly", "no", "--dir", log_dir], log_dir / "redis.log")
 
     def ping():
         import redis
@@ -209,7 +223,7 @@ def start_redis(log_dir: Path) -> tuple[Service, int]:
         except redis.RedisError:
             return False
 
-    service.wait_ready(ping, "answering PING")
+    service.start_ready(ping, "answering PING")
     return service, port
 
 
@@ -230,8 +244,7 @@ class Tiled:
 
     def start(self) -> Tiled:
         """(Re)start the server on its port and wait until it answers."""
-        self.service.start()
-        self.service.wait_ready(lambda: http_answers(f"{self.uri}/"), f"answering on {self.uri}")
+        self.service.start_ready(lambda: http_answers(f"{self.uri}/"), f"answering on {self.uri}")
         return self
 
 
@@ -294,7 +307,12 @@ def start_beamline(root: str, log_dir: Path, capture_dir: Path, sim_port: int, s
         up = sim_running.get(as_string=True) == "Running"
         return bool(text and text.startswith("Stopped: ready")) and up
 
-    for service in (sim, serve):
-        assert service.alive, f"{service.name} ended:\n{service.log()}"
-    serve.wait_ready(ready, "kernels compiled and the simulator answering")
+    try:
+        for service in (sim, serve):
+            assert service.alive, f"{service.name} ended:\n{service.log()}"
+        serve.wait_ready(ready, "kernels compiled and the simulator answering")
+    except BaseException:
+        for service in (serve, sim):
+            service.stop()
+        raise
     return sim, serve

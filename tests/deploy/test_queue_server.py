@@ -67,15 +67,15 @@ class REManager:
             return False
 
     def start(self) -> REManager:
-        self.service.start()
-        self.service.wait_ready(self._answers, "answering on " + self.control)
+        self.service.start_ready(self._answers, "answering on " + self.control)
         return self
 
-    def open_environment(self) -> None:
+    def open_environment(self) -> REManager:
         self.api.environment_open()
         self.service.wait_ready(
             lambda: self._answers() and self.api.status(reload=True)["worker_environment_exists"],
             "environment open (the profile loaded)", READY)
+        return self
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,12 @@ data_dir = "{data_dir}"
 
 @pytest.fixture(scope="module")
 def manager(redis_port, profile_env, deploy_dir):
-    manager = REManager(redis_port, profile_env, deploy_dir).start()
-    manager.open_environment()
-    yield manager
-    manager.close()
+    manager = REManager(redis_port, profile_env, deploy_dir)
+    try:
+        manager.start().open_environment()
+        yield manager
+    finally:
+        manager.close()
 
 
 def test_the_committed_plan_and_device_lists_are_current(manager):
