@@ -34,5 +34,9 @@ class ConnectionLost(TomostreamError, ConnectionError):
     """An EPICS server (IOC, PVA channel) did not answer or went away."""
 
 
+class AccessDenied(TomostreamError, PermissionError):
+    """A server refused this client's credentials (a wrong or missing API key)."""
+
+
 class TomostreamTimeout(TomostreamError, TimeoutError):
     """Something did not happen within its time limit."""

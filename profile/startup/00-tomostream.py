@@ -1,7 +1,13 @@
 """A tomostream beamline session: RE, catalog (and its v1 view db), devices, plans and a live view.
 
 Reads profile/tomostream.toml (or $TOMOSTREAM_CONFIG). With no beamline prefixes configured,
-starts the simulated beamline and the stream server in this process first.
+starts the simulated beamline and the stream server in this process first. Loaded unchanged
+by IPython (``ipython --profile-dir=profile``) and by bluesky-queueserver's RE Manager
+(``start-re-manager --startup-dir profile/startup``), which runs the plans and devices listed
+in existing_plans_and_devices.yaml (``qserver-list-plans-devices --startup-dir
+profile/startup --file-dir profile/startup`` rewrites it) as user_group_permissions.yaml allows.
+Runs are journaled in <data_dir>/spool until the catalog holds them; runs kept there (the
+catalog was down, a session was killed mid-run) are written into the catalog at start-up.
 """
 
 import os
@@ -35,8 +41,9 @@ from bluesky import RunEngine  # noqa: E402
 from bluesky.callbacks.best_effort import BestEffortCallback  # noqa: E402
 
 from tomostream.devices import TomoScanStream, TomoStream  # noqa: E402
+from tomostream.errors import ConnectionLost  # noqa: E402
+from tomostream.io import broker_view, open_catalog, replay_spool  # noqa: E402, F401
 from tomostream.io import catalog as _cat  # noqa: E402
-from tomostream.io import broker_view, open_catalog  # noqa: E402
 from tomostream.liveview import LiveView  # noqa: E402
 from tomostream.plans import (  # noqa: E402, F401
     ChangeDetector,
@@ -48,11 +55,25 @@ from tomostream.plans import (  # noqa: E402, F401
     zoom_to,
 )
 
-catalog = open_catalog(_catalog_cfg.get("uri") or None, data_dir=_data_dir,
-                       api_key=_catalog_cfg.get("api_key") or os.environ.get("TILED_API_KEY"))
-db = broker_view(catalog)  # databroker's v1 view of the same runs: db[-1].table()
+_spool = _cat.spool_dir(_data_dir)
+try:
+    catalog = open_catalog(_catalog_cfg.get("uri") or None, data_dir=_data_dir,
+                           api_key=_catalog_cfg.get("api_key") or os.environ.get("TILED_API_KEY"))
+except ConnectionLost as _exc:  # a wrong API key (AccessDenied) stops the session instead
+    catalog = None
+    print(f"WARNING: {_exc}\nRuns are kept in {_spool} until a session that reaches the catalog "
+          f"starts (it writes them in), or replay_spool(open_catalog(...), '{_spool}') is called.")
+else:
+    try:  # runs kept by earlier sessions (catalog down, session killed mid-run)
+        _replayed = replay_spool(catalog, _spool)
+    except Exception as _exc:  # the catalog failing now must not stop the session
+        print(f"WARNING: runs kept in {_spool} not replayed ({type(_exc).__name__}: {_exc})")
+    else:
+        if _replayed:
+            print(f"runs kept in {_spool} written into the catalog: {', '.join(_replayed)}")
+db = None if catalog is None else broker_view(catalog)  # v1 view of the same runs: db[-1].table()
 RE = RunEngine({})
-RE.subscribe(_cat.catalog_writer(catalog, _cat.spool_dir(_data_dir)))
+RE.subscribe(_cat.catalog_writer(catalog, _spool))
 bec = BestEffortCallback()
 bec.disable_plots()  # the live view shows the slices; enable with bec.enable_plots()
 RE.subscribe(bec)

@@ -100,3 +100,68 @@ def test_run_spooled_when_catalog_stops_mid_run_then_replayed(tmp_path):
     assert np.asarray(run["primary"]["det"].read()).shape == (2,)
     assert cat.spooled_runs(spool) == []
     cat.close_catalog(data_dir)
+
+
+KILLED_SESSION = """
+import os, sys
+from bluesky import RunEngine
+from bluesky import plan_stubs as bps
+from bluesky import preprocessors as bpp
+from ophyd.sim import SynAxis, SynGauss
+from tomostream.io.spool import catalog_writer
+
+det = SynGauss("det", SynAxis(name="motor"), "motor", center=0, Imax=1, sigma=1)
+RE = RunEngine({})
+RE.subscribe(catalog_writer(None, sys.argv[1]))
+
+@bpp.run_decorator(md={"purpose": "killed"})
+def plan():
+    yield from bps.trigger_and_read([det])
+    yield from bps.trigger_and_read([det])
+    os._exit(0)          # the process dies mid-run: no stop document, nothing cleaned up
+
+RE(plan())
+"""
+
+
+def test_a_run_of_a_killed_session_is_replayed_closed_as_failed(tmp_path):
+    import subprocess
+    import sys
+
+    from tomostream.io.spool import UNCLOSED_REASON
+
+    spool = tmp_path / "spool"
+    subprocess.run([sys.executable, "-c", KILLED_SESSION, str(spool)], check=True, timeout=120)
+    (journal,) = cat.spooled_runs(spool)
+    catalog = open_catalog(data_dir=tmp_path / "cat")
+    try:
+        assert cat.replay_spool(catalog, spool) == [journal.stem]
+        run = catalog[journal.stem]
+        assert run.metadata["start"]["purpose"] == "killed"
+        stop = run.metadata["stop"]
+        assert (stop["exit_status"], stop["reason"]) == ("fail", UNCLOSED_REASON)
+        assert stop["num_events"] == {"primary": 2}
+        assert np.asarray(run["primary"]["det"].read()).shape == (2,)
+    finally:
+        cat.close_catalog(tmp_path / "cat")
+
+
+def test_replay_leaves_a_run_still_being_written_alone(tmp_path):
+    import uuid
+
+    uid = str(uuid.uuid4())
+    spool = tmp_path / "spool"
+    writer = cat.catalog_writer(None, spool)        # a session that found no catalog
+    writer("start", {"uid": uid, "time": 1.0, "scan_id": 1})
+    stop = {"uid": f"{uid}-stop", "run_start": uid, "time": 2.0,
+            "exit_status": "success", "num_events": {}}
+    catalog = open_catalog(data_dir=tmp_path / "cat")
+    try:
+        assert cat.replay_spool(catalog, spool) == []   # its journal is locked while the run is open
+        assert [p.stem for p in cat.spooled_runs(spool)] == [uid]
+        writer("stop", stop)
+        assert cat.replay_spool(catalog, spool) == [uid]
+        assert catalog[uid].metadata["stop"]["exit_status"] == "success"
+    finally:
+        writer("stop", stop)                            # idempotent: the run is closed once
+        cat.close_catalog(tmp_path / "cat")

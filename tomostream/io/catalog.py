@@ -7,22 +7,25 @@ api_key=...)``. Either way the object returned is the Tiled container of runs, w
 ``CatalogOfBlueskyRuns``, so ``databroker.Broker(catalog)`` gives the v1-style view.
 
 Documents reach the catalog through bluesky's ``TiledWriter``; :func:`catalog_writer` builds
-one whose runs fall back to a JSON-lines spool when the catalog is unreachable, and
-:func:`replay_spool` writes spooled runs into a catalog afterwards, so no run silently
-vanishes.
+one that journals each run until the catalog holds it, and :func:`replay_spool` writes kept
+runs into a catalog afterwards, so no run silently vanishes (:mod:`tomostream.io.spool`).
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import ConnectionLost
+from ..errors import AccessDenied, ConnectionLost
+from .spool import CatalogWriter, catalog_writer, replay_spool, spooled_runs
+
+__all__ = ["open_catalog", "close_catalog", "broker_view", "embedded_server", "default_data_dir",
+           "capture_dir", "snapshot_dir", "spool_dir", "at_shutdown", "CatalogWriter", "catalog_writer",
+           "replay_spool", "spooled_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ RUNS_KEY = "runs"
 RUNS_SPEC = "CatalogOfBlueskyRuns"
 #: Environment variable naming the default data directory.
 DATA_DIR_ENV = "TOMOSTREAM_DATA_DIR"
+#: Seconds a catalog server has to answer at all before it is called down [s].
+CONNECT_TIMEOUT = 5.0
 
 _servers: dict[Path, object] = {}  # data directory -> running SimpleTiledServer
 _clients: dict[Path, list] = {}  # data directory -> clients opened on its server
@@ -170,24 +175,61 @@ def open_catalog(uri: str | None = None, data_dir: str | os.PathLike | None = No
     Raises
     ------
     ConnectionLost
-        If the server at ``uri`` does not answer.
+        If the server at ``uri`` does not answer (within :data:`CONNECT_TIMEOUT`), or answers
+        with an error; the message names the URI and what to check.
+    AccessDenied
+        If the server refuses the API key, or needs one and none was given.
     """
-    from tiled.client import from_uri
-
     root = None
     if uri is None:
         server = embedded_server(data_dir, readable_storage)
         uri, api_key, root = server.uri, None, Path(server.directory)
-    try:
-        client = from_uri(uri, api_key=api_key) if api_key else from_uri(uri)
-    except Exception as exc:  # httpx/connect errors of every kind mean "not reachable"
-        raise ConnectionLost(f"Tiled server {uri.split('?')[0]!r} did not answer: {exc}") from exc
+    client = _connect(uri, api_key)
     if root is not None:
         with _servers_lock:
             _clients.setdefault(root, []).append(client)
     if RUNS_KEY not in client:
         client.create_container(RUNS_KEY, specs=[RUNS_SPEC])
     return client[RUNS_KEY]
+
+
+def _connect(uri: str, api_key: str | None):
+    """Tiled client of the server at ``uri``; errors name the server and what to check."""
+    import httpx
+    from tiled.client.constructors import from_context
+    from tiled.client.context import Context
+    from tiled.client.utils import ClientError
+
+    where = uri.split("?")[0]
+    key_hint = ("the key this session gives (TILED_API_KEY, or api_key in the [catalog] section of "
+                "its configuration) must be the server's single_user_api_key (TILED_API_KEY in the "
+                "catalog server's environment)")
+    try:
+        # no server at all: say so at once (the client would retry for tens of seconds)
+        httpx.get(where, timeout=CONNECT_TIMEOUT)
+        context, path = Context.from_any_uri(uri, api_key=api_key or None)
+        try:
+            return from_context(context, node_path_parts=path)
+        except Exception:  # leave no connection open behind an error
+            context.close()
+            raise
+    except ClientError as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            raise AccessDenied(f"the catalog server {where!r} refused the API key ({exc}): "
+                               f"{key_hint}") from exc
+        raise ConnectionLost(f"the catalog server {where!r} answered with an error ({exc}): check "
+                             "the URI (it ends in /api/v1) and the server's log") from exc
+    except httpx.HTTPError as exc:
+        raise ConnectionLost(f"the catalog server {where!r} did not answer ({type(exc).__name__}: {exc}): "
+                             "check that it runs (systemctl status tomostream-catalog on its machine), "
+                             "that this machine reaches it (host, port, firewall) and the URI ([catalog] "
+                             "uri of the session's configuration)") from exc
+    except RuntimeError as exc:
+        if "API key" not in str(exc):
+            raise
+        raise AccessDenied(f"the catalog server {where!r} needs an API key and none was given: "
+                           f"{key_hint}") from exc
 
 
 def broker_view(catalog):
@@ -214,151 +256,3 @@ def broker_view(catalog):
     # .v2 of the private catalog may edit ``private`` again, which no other client sees
     view = CatalogOfBlueskyRuns(catalog.context, item=catalog.item, structure_clients=private)
     return Broker(view)
-
-
-class _SpooledRun:
-    """Documents of one run: to the catalog, and to a JSON-lines file once the catalog fails.
-
-    After the first failure every document of the run, earlier ones included, goes to the
-    spool file and the catalog is not tried again for this run (no retry storm mid-scan).
-    """
-
-    def __init__(self, primary, spool: Path | None):
-        self.primary = primary
-        self.spool = spool
-        self.failed = False
-        self._buffer: list[tuple[str, dict]] = []
-        self._path: Path | None = None
-
-    def _append(self, docs) -> None:
-        with open(self._path, "a") as file:
-            for name, doc in docs:
-                file.write(json.dumps({"name": name, "doc": doc}, default=_jsonable) + "\n")
-
-    def __call__(self, name: str, doc: dict) -> None:
-        if self.spool is None:
-            self.primary(name, doc)
-            return
-        if name == "start":
-            self._path = self.spool / f"{doc['uid']}.jsonl"
-        if self.failed:
-            self._append([(name, doc)])
-            return
-        self._buffer.append((name, doc))
-        try:
-            self.primary(name, doc)
-        except Exception as exc:  # any failure of the catalog: keep the run in the spool
-            log.warning("catalog write failed (%s: %s); run %s spooled to %s", type(exc).__name__,
-                        exc, self._path.stem if self._path else "?", self.spool)
-            self.failed = True
-            self._append(self._buffer)
-            self._buffer.clear()
-        if name == "stop":
-            self._buffer.clear()
-
-
-def _jsonable(value):
-    """JSON form of the numpy values documents may hold."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-class CatalogWriter:
-    """RunEngine callback recording runs into a Tiled catalog, spooling those it cannot take.
-
-    Parameters
-    ----------
-    catalog : tiled container
-        As returned by :func:`open_catalog`.
-    spool : path, optional
-        Folder where every document of a run is written as JSON lines if the catalog fails
-        during that run (replay them with :func:`replay_spool`). None: no spool, errors raise.
-    batch_size : int
-        Events gathered before one write; 1 writes each event as it comes.
-    """
-
-    def __init__(self, catalog, spool: str | os.PathLike | None = None, *, batch_size: int = 1):
-        from event_model import RunRouter
-
-        self.catalog = catalog
-        self.spool = None if spool is None else Path(spool)
-        if self.spool is not None:
-            self.spool.mkdir(parents=True, exist_ok=True)
-        self.batch_size = batch_size
-        self._router = RunRouter([self._factory])
-
-    def _factory(self, name, doc):
-        from bluesky.callbacks.tiled_writer import TiledWriter
-
-        writer = TiledWriter(self.catalog, batch_size=self.batch_size)
-        return [_SpooledRun(writer, self.spool)], []
-
-    def __call__(self, name: str, doc: dict) -> None:
-        self._router(name, doc)
-
-
-def catalog_writer(catalog, spool: str | os.PathLike | None = None, *,
-                   batch_size: int = 1) -> CatalogWriter:
-    """A RunEngine callback recording runs into ``catalog``; see :class:`CatalogWriter`."""
-    return CatalogWriter(catalog, spool, batch_size=batch_size)
-
-
-def spooled_runs(spool: str | os.PathLike) -> list[Path]:
-    """JSON-lines files of runs waiting in ``spool`` (oldest first)."""
-    folder = Path(spool)
-    if not folder.is_dir():
-        return []
-    return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
-
-
-def _complete(docs: list[dict]):
-    """The documents of a spooled run, closed by a stop document if it never came."""
-    yield from docs
-    if docs[-1]["name"] != "stop":
-        start = docs[0]["doc"]
-        last = max(item["doc"].get("time", start["time"]) for item in docs)
-        yield {"name": "stop", "doc": {"uid": f"{start['uid']}-stop", "run_start": start["uid"],
-                                       "time": last, "exit_status": "fail",
-                                       "reason": "the session ended before the run closed"}}
-
-
-def replay_spool(catalog, spool: str | os.PathLike) -> list[str]:
-    """Write the runs kept in ``spool`` into ``catalog`` and remove their files.
-
-    A run the catalog took only in part (it failed mid-run) is replaced by the complete one.
-
-    Parameters
-    ----------
-    catalog : tiled container
-        Destination, as returned by :func:`open_catalog`.
-    spool : path
-        Folder given to :func:`catalog_writer`.
-
-    Returns
-    -------
-    list of str
-        uids of the runs written.
-    """
-    from bluesky.callbacks.tiled_writer import TiledWriter
-
-    written = []
-    for path in spooled_runs(spool):
-        docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        docs = list(_complete(docs))
-        if not docs or docs[0]["name"] != "start":
-            log.warning("spool file %s does not begin with a start document; left in place", path)
-            continue
-        uid = docs[0]["doc"]["uid"]
-        if uid in catalog:
-            catalog.delete_contents(uid, recursive=True, external_only=False)
-        writer = TiledWriter(catalog, batch_size=1)
-        for item in docs:
-            writer(item["name"], item["doc"])
-        path.unlink()
-        written.append(uid)
-    return written

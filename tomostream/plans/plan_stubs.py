@@ -1,10 +1,12 @@
-"""Small plans of a streaming session: settings, retakes and captures."""
+"""Small plans of a streaming session: settings, retakes and captures.
 
-from __future__ import annotations
+Annotations are evaluated (no ``from __future__ import annotations``) and use builtin types, so
+bluesky-queueserver can validate the parameters of a queued plan.
+"""
 
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from pathlib import Path
 
 import h5py
@@ -29,7 +31,8 @@ SKIPPED_AFTER = 10.0
 
 
 def set_recon(tomostream, *, center: float | None = None, filter: str | None = None,
-              ortho: Sequence[int] | None = None, rot: Sequence[float] | None = None,
+              ortho: tuple[int, int, int] | None = None,
+              rot: tuple[float, float, float] | None = None,
               zoom: float | None = None, wait: bool = True) -> Generator[Msg, object, None]:
     """Change reconstruction settings together (None leaves a setting as it is).
 

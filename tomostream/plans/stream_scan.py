@@ -1,9 +1,11 @@
-"""``stream_scan``: one run of live streaming reconstruction, with automatic captures."""
+"""``stream_scan``: one run of live streaming reconstruction, with automatic captures.
 
-from __future__ import annotations
+Annotations are evaluated (no ``from __future__ import annotations``) and use builtin types, so
+bluesky-queueserver can validate the parameters of a queued plan.
+"""
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
@@ -55,7 +57,7 @@ def read_status(tomoscan, tomostream) -> Generator[Msg, object, None]:
 
 
 def stream_scan(tomoscan, tomostream, *, duration: float | None = None, center: float | None = None,
-                filter: str | None = None, ortho: Sequence[int] | None = None, capture_when=None,
+                filter: str | None = None, ortho: tuple[int, int, int] | None = None, capture_when=None,
                 num_capture: int = 100, pre_count: int = 0, max_captures: int | None = None,
                 poll_period: float = POLL_PERIOD, snapshot_dir=None, md: dict | None = None
                 ) -> Generator[Msg, object, str]:

@@ -205,8 +205,12 @@ class _Monitor(ChannelState):
                 self._on_connection(is_connected)
 
         self._channel = pva.Channel(self.channel)
-        self._channel.setConnectionCallback(on_connection)
+        # the monitor first: a connection callback set before qMonitor may be called by pvapy
+        # from inside qMonitor, on this thread, without the GIL, which aborts the process
+        # (seen at StartRecon once dark and flat fields are served). A connection made before
+        # the callback was set is taken from the values, or from isConnected (_check_search).
         self._channel.qMonitor(self._pvq, self._request)
+        self._channel.setConnectionCallback(on_connection)
         self._searched_at = time.monotonic()
 
     # -- runs in the consumer thread ---------------------------------------------------------
