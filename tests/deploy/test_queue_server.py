@@ -33,7 +33,7 @@ from tomostream.io.spool import UNCLOSED_REASON
 pytestmark = pytest.mark.timeout(300)
 
 STARTUP = REPO / "profile" / "startup"
-PLANS = {"stream_scan", "capture", "retake_dark", "retake_flat", "set_recon"}
+PLANS = {"stream_scan", "capture", "retake_dark", "retake_flat", "set_recon", "zoom_to"}
 DEVICES = {"tomoscan", "tomostream"}
 
 

@@ -15,8 +15,6 @@ each brings the region onto the axis whatever the angle; sample Y brings it to t
 How a stage move shows in the slices is a :class:`StageDirections`; the default is 2-BM's.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import astuple, dataclass
@@ -98,7 +96,8 @@ def stage_moves(offsets: Sequence[float], pixel_size: float,
         Along x (Z-slice columns), y (Z-slice rows) and z (detector rows).
     pixel_size : float [um]
         Size of a pixel of the frames at the sample.
-    directions : StageDirections
+    directions : StageDirections, optional
+        How the stages move the sample in the slices (2-BM's by default).
     """
     return tuple(d * offset * pixel_size
                  for d, offset in zip(astuple(directions), offsets, strict=True))
@@ -201,9 +200,9 @@ def _targets(stages: SampleStages, moves_um: Sequence[float]) -> Generator[Msg, 
     return pairs
 
 
-def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | None = None, *,
+def zoom_to(tomostream, roi: tuple[float, float, float] | None = None, lens: str | int | None = None, *,
             stages: SampleStages | None = None, optics: Optics | None = None,
-            frame: tuple[int, int] | None = None, directions: StageDirections = STAGES_2BM,
+            frame: tuple[int, int] | None = None, directions: StageDirections | None = None,
             optical_center: float | None = None, connect_timeout: float = 5.0,
             md: dict | None = None) -> Generator[Msg, object, None]:
     """Bring a region of the slices to the rotation axis and the field's centre, at a lens.
@@ -237,8 +236,8 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
     frame : (int, int) [pixels], optional
         Width and height of the reconstructed frames; by default the size of the dark field
         on DarkPVAName.
-    directions : StageDirections
-        How the stages move the sample in the slices (2-BM's by default).
+    directions : StageDirections, optional
+        How the stages move the sample in the slices; None: 2-BM's (:data:`STAGES_2BM`).
     optical_center : float [pixels], optional
         Detector column of the optical axis, about which a new lens magnifies; the middle
         of the frames by default.
@@ -286,7 +285,7 @@ def zoom_to(tomostream, roi: Sequence[float] | None = None, lens: str | int | No
     if offsets is not None:
         if stages is None:
             stages = yield from _connected_stages(tomostream, connect_timeout)
-        moves = stage_moves(offsets, pixel_size, directions)
+        moves = stage_moves(offsets, pixel_size, STAGES_2BM if directions is None else directions)
         targets = yield from _targets(stages, moves)
     _md = {"plan_name": "zoom_to", "detectors": [], "motors": [m.name for m in targets[::2]],
            "plan_args": {"tomostream": repr(tomostream), "roi": roi, "lens": lens},
