@@ -119,7 +119,9 @@ def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_
         The main file, ``FilePath / StreamFileName``.
     saved : int or None
         Frames the capture saved (the change of StreamNumTotalCaptured): more than the main file
-        holds means a ``circular_buffer_`` file too; None: whatever exists.
+        holds means a ``circular_buffer_`` file is still to come. A ``circular_buffer_`` file
+        beside the main file belongs to the capture in any case (TomoScan numbers base names,
+        so it is this capture's); a count that disagrees with the files is logged.
     timeout : float [s]
 
     Returns
@@ -139,10 +141,16 @@ def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_
         if not missing_parts(main):
             with h5py.File(main, "r") as f:
                 main_frames = f["/exchange/data"].shape[0]
-            if (saved is None and pre.exists()) or (saved is not None and saved > main_frames):
+            if pre.exists() or (saved is not None and saved > main_frames):
                 files = [pre, main]
         missing = {p: m for p in files if (m := missing_parts(p))}
         if not missing:
+            if saved is not None and len(files) == 2:
+                with h5py.File(pre, "r") as f:
+                    pre_frames = f["/exchange/data"].shape[0]
+                if saved != main_frames + pre_frames:
+                    log.warning("capture %s: StreamNumTotalCaptured grew by %d, the files hold %d + %d "
+                                "frames; recording the files", main.name, saved, pre_frames, main_frames)
             return files
         if time.monotonic() > deadline:
             raise incomplete_error(missing, timeout)
