@@ -154,6 +154,9 @@ def test_frames_of_another_type_or_size_mid_stream_never_stop_it(running, ca, si
         after = server.counters
         return after["FramesBad"] - before["FramesBad"], after["FramesUsed"] - before["FramesUsed"]
 
+    # the scan's own frames first: all sent and judged (a loaded machine may still be at it)
+    wait_until(lambda: sim_ca.get("StartScan") == 0 and settled(), 60.0,
+               lambda: f"the scan over and its frames judged: {server.counters}")
     good = np.full((N, N), 1000, np.uint16)
     as_float = good.astype(np.float32)
     assert verdict(as_float, first + 1) == (1, 0)     # one float32 frame in a uint16 stream
