@@ -91,7 +91,7 @@ class CaptureFrames:
         added = 0
         for path in files:
             try:
-                with h5py.File(path, "r") as f:
+                with h5py.File(path, "r", locking=False) as f:
                     rows, shape, dtype = f[DATA].shape[0], list(f[DATA].shape[1:]), f[DATA].dtype
                     kinds = {THETA: f[THETA].dtype, UNIQUE_IDS: f[UNIQUE_IDS].dtype}
             except (OSError, KeyError) as exc:
@@ -218,5 +218,5 @@ class CaptureRecorder:
 
 
 def _frames(path: Path) -> int:
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:
         return int(f[DATA].shape[0])

@@ -59,7 +59,7 @@ def missing_parts(path: str | os.PathLike) -> list[str]:
     if not path.exists():
         return ["file"]
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             return [name for name in COMPLETE if name not in f]
     except OSError as exc:
         return [f"readable file ({exc})"]
@@ -157,7 +157,7 @@ def _read_files(main: Path) -> Capture:
 
 def _read_one(path: Path) -> dict[str, np.ndarray]:
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             missing = [name for name in COMPLETE if name not in f]
             if missing:
                 raise CaptureError(f"{path} lacks {', '.join(missing)}")

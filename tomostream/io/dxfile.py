@@ -268,7 +268,7 @@ def write_hdf5(path: str | os.PathLike, fill: Callable[[h5py.File], None], *,
         if base is None:
             f = h5py.File(f"{path.name}-image", "w", driver="core", backing_store=False)
         else:
-            f = h5py.File(base, "r+", driver="core", backing_store=False)
+            f = h5py.File(base, "r+", driver="core", backing_store=False, locking=False)
     except OSError as exc:
         raise CaptureError(f"cannot read {base}: {exc}") from exc
     with f:
@@ -368,7 +368,7 @@ def read_dxfile(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             missing = [p for p in (DATA, DARK, FLAT, THETA) if p not in f]
             if missing:
                 raise CaptureError(f"{path} lacks {', '.join(missing)}")

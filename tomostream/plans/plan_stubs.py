@@ -139,14 +139,14 @@ def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_
     while True:
         files = [main]
         if not missing_parts(main):
-            with h5py.File(main, "r") as f:
+            with h5py.File(main, "r", locking=False) as f:
                 main_frames = f["/exchange/data"].shape[0]
             if pre.exists() or (saved is not None and saved > main_frames):
                 files = [pre, main]
         missing = {p: m for p in files if (m := missing_parts(p))}
         if not missing:
             if saved is not None and len(files) == 2:
-                with h5py.File(pre, "r") as f:
+                with h5py.File(pre, "r", locking=False) as f:
                     pre_frames = f["/exchange/data"].shape[0]
                 if saved != main_frames + pre_frames:
                     log.warning("capture %s: StreamNumTotalCaptured grew by %d, the files hold %d + %d "

@@ -96,7 +96,7 @@ def add_fields(path: str | Path) -> Path:
     fields = {}
     for kind, dataset in FIELD_DATASETS.items():
         copy = copy_file(path.parent / FIELD_FILES[kind], field_copy_path(path, kind))
-        with h5py.File(copy, "r") as f:
+        with h5py.File(copy, "r", locking=False) as f:
             fields[dataset] = f[dataset][()]
 
     def fill(f: h5py.File) -> None:
