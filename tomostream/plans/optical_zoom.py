@@ -9,7 +9,7 @@ Geometry (:mod:`tomostream.recon.geometry`): slice pixel ``(x, y, z)`` (x, y in 
 z the detector row) sits at ``(x - n/2, y - n/2, z - nz/2)`` pixels from the rotation axis
 and the middle row, ``n`` x ``nz`` being the frame size the server reconstructs; with the
 software Zoom the slices show a field ``Zoom`` times smaller about the crossing point
-(:func:`~tomostream.recon.geometry.zoom_axis`), and the region is read in it. The stages
+(:func:`~tomostream.recon.geometry.pixel_coordinate`), and the region is read in it. The stages
 on the rotation stage (tomo 0 deg, tomo 90 deg) move the sample in its own frame, so one move
 each brings the region onto the axis whatever the angle; sample Y brings it to the middle row.
 How a stage move shows in the slices is a :class:`StageDirections`; the default is 2-BM's.
@@ -27,7 +27,7 @@ from ophyd import Device, EpicsSignalRO
 from ..devices.lifecycle import destroy_devices
 from ..devices.optics import Optics, SampleStages, connect, field_size, um_per_unit
 from ..errors import BadParameter, ConnectionLost
-from ..recon.geometry import zoom_axis
+from ..recon.geometry import pixel_coordinate
 
 #: Binnings of TomoScan's StreamBinning, by state.
 BINNING = {"1x": 1, "2x": 2, "4x": 4}
@@ -80,7 +80,7 @@ def region_offsets(roi: Sequence[float], frame: tuple[int, int], ortho: Sequence
         The software Zoom of the slices (1: none).
     """
     sizes = (frame[0], frame[0], frame[1])
-    return tuple(float(zoom_axis(size, crossing, zoom)[0]) + value / zoom
+    return tuple(float(pixel_coordinate(size, crossing, zoom, value))
                  for value, size, crossing in zip(roi, sizes, ortho, strict=True))
 
 

@@ -24,17 +24,22 @@ def _field_centre(count: int, crossing: float, zoom: float) -> float:
     return min(max(float(crossing), reach), count - reach)
 
 
-def zoom_axis(count: int, crossing: float, zoom: float) -> np.ndarray:
-    """Sample coordinate of each of ``count`` output pixels along one axis, relative to the
-    middle (``coordinate = pixel - count/2``) [pixels].
+def pixel_coordinate(count: int, crossing: float, zoom: float, pixel):
+    """Sample coordinate of output pixel(s) ``pixel`` along one axis of ``count`` pixels,
+    relative to the middle (``coordinate = pixel - count/2`` at ``zoom = 1``) [pixels].
 
     The field is ``count / zoom`` wide, sampled ``zoom`` times finer, centred on ``crossing``
     (the slice position along this axis [pixels]) unless that would reach outside
-    ``0 .. count``, where it stops at the edge. ``zoom = 1`` gives ``arange(count) - count/2``
-    exactly, and the field moves continuously with ``zoom``.
+    ``0 .. count``, where it stops at the edge; it moves continuously with ``zoom``.
     """
     half = 0.5 * count
-    return _field_centre(count, crossing, zoom) - half + (np.arange(count) - half) / zoom
+    return _field_centre(count, crossing, zoom) - half + (pixel - half) / zoom
+
+
+def zoom_axis(count: int, crossing: float, zoom: float) -> np.ndarray:
+    """:func:`pixel_coordinate` of each of the ``count`` output pixels; ``zoom = 1`` gives
+    ``arange(count) - count/2`` exactly."""
+    return pixel_coordinate(count, crossing, zoom, np.arange(count))
 
 
 def crossing_pixel(count: int, crossing: float, zoom: float) -> float:
