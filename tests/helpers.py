@@ -5,6 +5,7 @@ Importable as ``helpers`` from every test module (pytest puts tests/ on sys.path
 
 from __future__ import annotations
 
+import os
 import time
 
 import epics
@@ -117,3 +118,10 @@ class Ca:
         pv = epics.get_pv(self.prefix + suffix)
         assert pv.wait_for_connection(PATIENCE), suffix
         pv.put(value, wait=False, use_complete=True, callback=callback)
+
+
+def beamline_ports() -> dict:
+    """``sim_port`` and ``stream_port`` of the suite (tests/conftest.py), as
+    :func:`tomostream.demo.simulated_beamline` takes them."""
+    return {"sim_port": int(os.environ["TOMOSTREAM_TEST_SIM_PORT"]),
+            "stream_port": int(os.environ["TOMOSTREAM_TEST_STREAM_PORT"])}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
+from helpers import beamline_ports
 
 from tomostream.demo import simulated_beamline
 from tomostream.devices import TomoScanStream, TomoStream, destroy_devices
@@ -33,8 +33,7 @@ def beamline(catalog_dir):
     root = f"t{uuid.uuid4().hex[:8]}:"
     with simulated_beamline(root, width=64, height=32, fps=FPS, step=1.0, num_angles=NUM_ANGLES,
                             capture_dir=cat.capture_dir(catalog_dir),
-                            sim_port=int(os.environ["TOMOSTREAM_TEST_SIM_PORT"]),
-                            stream_port=int(os.environ["TOMOSTREAM_TEST_STREAM_PORT"])) as bl:
+                            **beamline_ports()) as bl:
         yield bl
 
 

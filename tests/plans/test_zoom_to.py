@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import numpy as np
 import pytest
 from bluesky import RunEngine
-from helpers import wait_until
+from helpers import beamline_ports, wait_until
 from scipy import ndimage
 
 from tomostream.demo import simulated_beamline
@@ -36,8 +35,7 @@ def beamline(tmp_path_factory):
     with simulated_beamline(root, width=WIDTH, height=HEIGHT, fps=100.0, step=1.0, num_angles=100_000,
                             capture_dir=tmp_path_factory.mktemp("captures"), inclusion=ball,
                             center=AXIS,
-                            sim_port=int(os.environ["TOMOSTREAM_TEST_SIM_PORT"]),
-                            stream_port=int(os.environ["TOMOSTREAM_TEST_STREAM_PORT"])) as bl:
+                            **beamline_ports()) as bl:
         yield bl
 
 
