@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(120)
 def test_demo_runs_captures_and_saves_the_slices(tmp_path, unique_prefix, capsys):
     out = tmp_path / "demo"
     status = demo.main(["--out", str(out), "--prefix", unique_prefix, "--width", "64", "--height", "32",
-                        "--angles", "500", "--step", "1.0", "--threshold", "1e-4", "--num-capture", "10",
+                        "--angles", "1000", "--step", "1.0", "--threshold", "1e-4", "--num-capture", "10",
                         "--pre-count", "5", "--backend", "numpy"])
     printed = capsys.readouterr().out
     assert status == 0

@@ -31,12 +31,20 @@ def test_notebook_runs(tmp_path, unique_prefix, monkeypatch):
     monkeypatch.setenv("TOMOSTREAM_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    log = tmp_path / "kernel.log"   # the kernel's log, shown if the notebook fails
+    nb.cells.insert(0, nbformat.v4.new_code_cell(
+        f"import logging; logging.basicConfig(filename={str(log)!r}, level=logging.INFO, "
+        "format='%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s')"))
     client = NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": tmp_path}})
     client.km = client.create_kernel_manager()
     # the kernel runs this interpreter (the project's environment), whatever kernelspecs exist
     client.km.kernel_cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    client.execute()
+    try:
+        client.execute()
+    except Exception:
+        print(log.read_text() if log.exists() else "no kernel log")
+        raise
     outputs = {i: cell.get("outputs", []) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"}
     scan_result = next(o for out in outputs.values() for o in out
                        if o.get("output_type") == "execute_result" and "success" in str(o.get("data")))

@@ -151,6 +151,8 @@ def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_
                 if saved != main_frames + pre_frames:
                     log.warning("capture %s: StreamNumTotalCaptured grew by %d, the files hold %d + %d "
                                 "frames; recording the files", main.name, saved, pre_frames, main_frames)
+            log.info("capture %s complete: %s (StreamNumTotalCaptured grew by %s)", main.name,
+                     ", ".join(p.name for p in files), saved)
             return files
         if time.monotonic() > deadline:
             raise incomplete_error(missing, timeout)
