@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 
 import numpy as np
 import pytest
@@ -72,8 +73,7 @@ def test_images_ids_and_markers_reach_a_p4p_client(publisher, p4p_ctx, unique_pr
     np.testing.assert_array_equal(image[untouched], second[untouched])
 
 
-def test_two_buffers_then_none_until_a_result(unique_prefix):
-    before = _shm_files()
+def test_two_buffers_then_none_until_a_result(unique_prefix, made_shm):
     pub = ProcessPublisher()
     try:
         a = pub.buffer((8, 24))
@@ -91,11 +91,24 @@ def test_two_buffers_then_none_until_a_result(unique_prefix):
         assert _finish(pub)[0].unique_id == 3
     finally:
         pub.close()
-    assert _shm_files() - before == set()   # no shared-memory file left behind
+    assert made_shm and not [p for p in made_shm if os.path.exists(p)]   # none left behind
 
 
-def _shm_files() -> set[str]:
-    return {f for f in os.listdir(SHM_DIR) if f.startswith("tomostream-")}
+@pytest.fixture
+def made_shm(monkeypatch) -> list[str]:
+    """Paths of the shared-memory files this process makes during the test (another process on
+    the machine may make its own meanwhile: a listing of /dev/shm cannot tell them apart)."""
+    made: list[str] = []
+    mkstemp = tempfile.mkstemp
+
+    def recording(*args, **kwargs):
+        fd, path = mkstemp(*args, **kwargs)
+        if os.path.dirname(path) == SHM_DIR:
+            made.append(path)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording)
+    return made
 
 
 def test_a_bad_marker_is_a_reported_failure_not_a_crash(publisher, unique_prefix):
@@ -186,7 +199,7 @@ else:
     assert where == {"keep": "heap", "default": "mapped"}
 
 
-def test_a_full_shm_is_a_clear_error_not_a_crash(monkeypatch):
+def test_a_full_shm_is_a_clear_error_not_a_crash(monkeypatch, made_shm):
     """Space for a buffer is reserved before it is written: no room is an error that names it
     (writing into an unbacked mapping would kill the process)."""
     import errno
@@ -196,7 +209,6 @@ def test_a_full_shm_is_a_clear_error_not_a_crash(monkeypatch):
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    before = _shm_files()
     pub = ProcessPublisher()
     try:
         monkeypatch.setattr(os, "posix_fallocate", full)
@@ -204,4 +216,4 @@ def test_a_full_shm_is_a_clear_error_not_a_crash(monkeypatch):
             pub.buffer((512, 512))
     finally:
         pub.close()
-    assert _shm_files() - before == set()
+    assert made_shm and not [p for p in made_shm if os.path.exists(p)]

@@ -30,8 +30,9 @@ from tomostream.pva.shm import SHM_DIR
 START = 30.0   # a child starts Python, NumPy and pvapy: seconds on a busy machine
 
 
-def _rings() -> set[str]:
-    return {f for f in os.listdir(SHM_DIR) if f.startswith("tomostream-rx-")}
+def _rings(pid: int) -> list[str]:
+    """The ring files of the receiving child ``pid`` (other processes may have their own)."""
+    return [f for f in os.listdir(SHM_DIR) if f.startswith(f"tomostream-rx-{pid}-")]
 
 
 @pytest.fixture
@@ -120,10 +121,10 @@ def test_bad_arguments_are_refused():
 # -- the child ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_frames_arrive_in_order_through_shared_memory(dtype, image, wait):
-    before = _rings()
     sub = _subscribe(image, queue_size=16)
     try:
         assert sub.connected and sub.pid not in (None, os.getpid())
+        child = sub.pid
         for uid in range(1, 6):
             image(uid, dtype)
         wait(lambda: sub.queued >= 5, 30.0, "five frames")
@@ -140,7 +141,7 @@ def test_frames_arrive_in_order_through_shared_memory(dtype, image, wait):
         sub.stop()
     assert not sub.connected
     np.testing.assert_array_equal(frames[0].array, pixels(1, dtype))  # still readable
-    assert _rings() - before == set()                   # no file left behind
+    assert _rings(child) == []                          # no file left behind
 
 
 def test_a_caller_holding_every_slot_makes_new_frames_count_as_dropped(image, wait):
@@ -207,7 +208,7 @@ def test_a_killed_child_is_replaced_and_ids_are_counted_across_the_gap(image, wa
         assert sub.counters["received"] >= 3               # 0, 1 and 5 (0 may come again)
         assert any("receiving process ended (exit code -9): starting another" in s
                    for s in statuses)
-        assert not [f for f in os.listdir(SHM_DIR) if f.startswith(f"tomostream-rx-{first}-")]
+        assert _rings(first) == []
     finally:
         sub.stop()
 

@@ -123,11 +123,14 @@ def test_dark_flat_theta_channels_gone_and_back(beamline, make_server, ca, sim_c
 def test_slow_consumer_drops_and_counts_and_never_blocks_the_pva_side(beamline, make_server, ca,
                                                                       sim_ca, wait_until):
     gate = threading.Event()
+    gate.set()                                        # open while the engine warms up
     queue_size = 8
     # a 20 ms FrameType hold keeps the held frames within the allowance below
     server = make_server(backend=gated_backend(gate), queue_size=queue_size, batch_max=4,
                          frame_type_window=0.02)
     start_recon(ca, server)
+    wait_until(server.warm.is_set, 60.0, "the engine warmed up")
+    gate.clear()
     sim_ca.put("NumAngles", 4 * HALF)
     published = beamline.frames_published
     sim_ca.put("StartScan", 1)                        # the worker is stuck in its first push

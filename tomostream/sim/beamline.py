@@ -684,28 +684,26 @@ class SimBeamline:
         self._submit(self._writer, self._write_capture, cap, reason)
 
     def _write_capture(self, cap: _Capture, reason: str) -> None:
-        """Write the main and circular-buffer files, then let the field-copy thread add the fields."""
+        """Write the main file, then the circular-buffer file; as TomoScan does, the field-copy
+        thread is handed each file as soon as it is written (so the main file may be complete
+        before the circular-buffer file exists)."""
         metadata = {"instrument/detector/binning": int(self._binning),
                     "instrument/detector/exposure_time": 1.0 / self.fps}
-        written = []
         try:
             for path, entries in ((cap.path, cap.frames), (circular_buffer_path(cap.path), cap.pre)):
                 if not entries:               # an empty circular buffer leaves no file
                     continue
                 if path != cap.path:
                     self._set_activity("Capturing circular buffer")
-                written.append(write_projections(path, np.stack([e[2] for e in entries]),
-                                                 [e[0] for e in entries], [e[1] for e in entries],
-                                                 metadata))
+                written = write_projections(path, np.stack([e[2] for e in entries]),
+                                            [e[0] for e in entries], [e[1] for e in entries], metadata)
+                self._submit(self._copier, self._copy_fields, [written])
         except TomostreamError as exc:
             message = f"StreamCapture failed: {exc}"
             log.error("%s", message)
             self._set_activity(IDLE)
             cap.future.set_exception(CaptureError(message))
             return
-        finally:
-            if written:
-                self._submit(self._copier, self._copy_fields, written)
         self.total_captured += len(cap.frames) + len(cap.pre)
         log.info("%s: captured %d + %d projections to %s (%s)", self.prefix, len(cap.pre),
                  len(cap.frames), cap.path, reason)
