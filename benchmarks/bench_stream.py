@@ -53,7 +53,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def snapshot(srv: StreamServer) -> dict:
-    image = srv._session.image if srv._session is not None else None
+    image = srv.image_stream
     overflow = image.counters.get("overflow", 0) if image is not None else 0
     return {**srv.counters, "overflow": overflow, "t": time.monotonic(), "latency_index": srv.latency.count,
             "arrival_index": srv.arrival.count, "receive_index": srv.receive.count}
@@ -117,7 +117,7 @@ def run_size(size: int, args) -> dict:
         wait_for(lambda: srv.ready, 120.0, "server connected to the simulator")
         wait_for(lambda: srv.counters.get("FramesUsed", 0) > buffer, 600.0, "a full buffer")
         result["startup_s"] = round(time.monotonic() - t0, 1)
-        result["backend"] = srv._session.rec.backend
+        result["backend"] = srv.reconstructor.backend
         rate = args.start_rate
         while rate <= args.max_rate:
             step = measure_step(srv, sim_prefix, rate, args.settle, args.seconds, frame_mb)

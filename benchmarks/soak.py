@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         _wait(lambda: srv.ready, 120.0, "the server connected to the simulator")
         result = soak(srv, sim_prefix, args.frames, sim_pid=sim.pid, warmup=args.warmup,
                       period=args.period)
-        result["backend"] = srv._session.rec.backend
+        result["backend"] = srv.reconstructor.backend
     finally:
         epics.caput(srv_prefix + "AbortRecon", 1, wait=True, timeout=10.0)
         srv.stop()

@@ -69,8 +69,7 @@ def start_recon(ca, server, timeout: float = FIRST_CONNECTION) -> None:
 
 
 def _pva_probe(server) -> str:
-    session = getattr(server, "_session", None)
-    image = getattr(session, "image", None)
+    image = server.image_stream
     if image is None:
         return "no image subscriber yet"
     from p4p.client.thread import Context

@@ -135,7 +135,7 @@ def test_slow_consumer_drops_and_counts_and_never_blocks_the_pva_side(beamline, 
     published = beamline.frames_published
     sim_ca.put("StartScan", 1)                        # the worker is stuck in its first push
     scan_frames = beamline.frames_published - published
-    sub = server._session.image
+    sub = server.image_stream
     wait_until(lambda: sub.counters["received"] >= scan_frames, 10.0,
                lambda: f"every frame received while the worker is stuck: {sub.counters}")
     assert sub.queued <= queue_size                   # memory bounded by the queue
@@ -170,7 +170,7 @@ def test_failing_device_falls_back_to_the_cpu_and_says_so(beamline, make_server,
     text = status.wait_for("reconstruction degraded", 15.0)
     assert "brokengpu" in text or "batches of" in text
     wait_until(lambda: ca.get("BufferSize") == f"{HALF}/{HALF}", 20.0, "a full buffer")
-    wait_until(lambda: server._session.rec.backend == "numpy", 10.0, "the CPU backend")
+    wait_until(lambda: server.reconstructor.backend == "numpy", 10.0, "the CPU backend")
     status.wait_for("using NumPy on the CPU")
     assert server.degraded >= 1
     uid, _ = recon_image()

@@ -38,8 +38,7 @@ def sim_process(sim_prefix, unique_prefix, sim_ca_port):
 
 def settled(server) -> bool:
     """Whether the last estimate was made from every frame the reconstruction has taken."""
-    session = server._session
-    return session.axis.inputs is not None and session.axis.inputs[1] == session.counters.used
+    return server.center_estimated_at == server.counters.get("FramesUsed")
 
 
 def test_center_estimate_and_center_auto_follow_the_true_axis(server, sim_process, ca, sim_ca):
@@ -66,6 +65,6 @@ def test_center_estimate_and_center_auto_follow_the_true_axis(server, sim_proces
     ca.put("CenterAuto", "Yes")
     wait_until(lambda: ca.get("Center") == pytest.approx(estimate), 30.0,
                lambda: f"Center {ca.get('Center')} following CenterEstimate {estimate}")
-    wait_until(lambda: server._session.rec.params.center == pytest.approx(estimate), 30.0,
+    wait_until(lambda: server.reconstructor.params.center == pytest.approx(estimate), 30.0,
                "the reconstruction using the new Center")
     assert abs(ca.get("Center") - TRUE_CENTER) <= TOLERANCE

@@ -263,6 +263,28 @@ class StreamServer:
         return session is not None and not session.finished and session.waiting is None
 
     @property
+    def image_stream(self):
+        """The detector image channel's subscriber of the current (or last) StartRecon, None
+        before one: its ``channel``, ``counters``, ``queued`` and, when frames are received in a
+        child process, that process's ``pid``."""
+        session = self._session
+        return None if session is None else session.image
+
+    @property
+    def reconstructor(self):
+        """The reconstruction engine of the current (or last) StartRecon (its ``backend``,
+        ``params``, ``filled``), None before one has taken a frame."""
+        session = self._session
+        return None if session is None else session.rec
+
+    @property
+    def center_estimated_at(self) -> int | None:
+        """Frames used (FramesUsed) when CenterEstimate was last computed; None before."""
+        session = self._session
+        inputs = None if session is None else session.axis.inputs
+        return None if inputs is None else inputs[1]
+
+    @property
     def running(self) -> bool:
         """Whether the worker thread is alive."""
         return self._worker is not None and self._worker.is_alive()
