@@ -9,6 +9,9 @@ Layers (dependencies point one way):
 - :mod:`tomostream.devices`, :mod:`tomostream.plans`  the Bluesky layer (ophyd, bluesky)
 - :mod:`tomostream.io`     Data Exchange HDF5 files and the catalog (h5py, Tiled)
 - :mod:`tomostream.sim`    a simulated TomoScan streaming beamline
+
+Every layer may use the ground floor: :mod:`tomostream.errors`, :mod:`tomostream.vocabulary`
+(the records' enum states) and :mod:`tomostream.unique_ids` (frame counters that wrap).
 """
 
 __version__ = "0.1.0"

@@ -11,12 +11,12 @@ import pytest
 from tomostream.errors import BadParameter
 from tomostream.ioc.tomostream_ioc import (
     DEZINGER_TYPES,
-    FILTER_TYPES,
     RING_REMOVAL_TYPES,
     TomoStreamIOC,
 )
 from tomostream.recon.params import MAX_ZOOM
 from tomostream.server.frames import dezinger_radius
+from tomostream.vocabulary import FILTER_NAMES
 
 # suffix -> (record type, enum strings or None); pv-names.md plus the frame counters,
 # ImagePlugins, Zoom and the optical-zoom PVs of the 2-BM database
@@ -77,7 +77,7 @@ def caput(group, suffix, value, wait=True):
 def test_pv_list_matches_reference():
     names = {k.split(":")[-1] for k in TomoStreamIOC("P:").pvdb if "." not in k}
     assert names == set(EXPECTED)
-    assert FILTER_TYPES == EXPECTED["FilterType"][1]
+    assert FILTER_NAMES == EXPECTED["FilterType"][1]
     assert DEZINGER_TYPES == EXPECTED["Dezinger"][1]
     assert RING_REMOVAL_TYPES == EXPECTED["RingRemoval"][1]
 

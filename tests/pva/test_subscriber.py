@@ -16,7 +16,8 @@ from tomostream.errors import BadParameter
 from tomostream.pva.fields import field_pv, read_field, read_theta, theta_pv
 from tomostream.pva.ntnda import INT32_MAX, INT32_MIN, to_ntnda
 from tomostream.pva.server import PvaChannels
-from tomostream.pva.subscriber import WRAP_WINDOW, ImageSubscriber, LatestValue, missing_ids
+from tomostream.pva.subscriber import ImageSubscriber, LatestValue
+from tomostream.unique_ids import WRAP_WINDOW, missing_ids
 
 
 def _frame(uid: int, dtype=np.uint16):

@@ -6,9 +6,7 @@ import math
 from collections.abc import Sequence
 
 from ..errors import BadParameter
-
-#: FilterType enum strings of the TomoStream IOC, index = PV value.
-FILTER_NAMES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
+from ..vocabulary import FILTER_NAMES
 
 
 def filter_pv_value(name: str) -> str:

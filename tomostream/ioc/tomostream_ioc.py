@@ -18,6 +18,7 @@ from caproto.server import PVGroup, PvpropertyEnum, SubGroup, pvproperty
 
 from ..errors import BadParameter
 from ..pva.scatter import MAX_PLUGINS
+from ..vocabulary import FILTER_NAMES
 from .records import (
     DONE_ACQUIRE,
     NO_YES,
@@ -29,7 +30,6 @@ from .records import (
 )
 
 #: Enum strings, index = value written by clients.
-FILTER_TYPES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
 #: Dezinger states, by index as at APS (0 None, 1 Radius 2, 2 Radius 3, 3 Radius 4), and the
 #: median radius [pixels] each stands for.
 DEZINGER_RADII: Mapping[str, int] = {"None": 0, "Radius 2": 2, "Radius 3": 3, "Radius 4": 4}
@@ -185,7 +185,7 @@ class ReconParams(_Part):
                              doc="step of CenterTweakUp / CenterTweakDown [pixels]")
     CenterTweakUp = pvproperty(value=0.0, record="calcout", doc="Center += CenterTweak")
     CenterTweakDown = pvproperty(value=0.0, record="calcout", doc="Center -= CenterTweak")
-    FilterType = pvproperty(value="Parzen", enum_strings=FILTER_TYPES, dtype=CheckedEnum,
+    FilterType = pvproperty(value="Parzen", enum_strings=FILTER_NAMES, dtype=CheckedEnum,
                             record="mbbo", doc="filter of the filtered backprojection")
     Dezinger = pvproperty(value="None", enum_strings=DEZINGER_TYPES, dtype=CheckedEnum,
                           record="mbbo", doc="zinger removal: 0 None, 1 Radius 2, 2 Radius 3, 3 Radius 4 "

@@ -2,12 +2,13 @@
 serves channels, the reconstruction publisher and the image / latest-value subscribers (the
 image subscriber also in a child process of its own: :mod:`.receive_process`)."""
 
+from ..unique_ids import missing_ids
 from .fields import FIELD_TYPE, THETA_TYPE, field_pv, read_field, read_theta, theta_pv
 from .ntnda import Frame, from_ntnda, to_ntnda
 from .publisher import ReconPublisher, draw_markers
 from .receive_process import ProcessImageSubscriber
 from .server import PvaChannels
-from .subscriber import ImageSubscriber, LatestValue, missing_ids
+from .subscriber import ImageSubscriber, LatestValue
 
 __all__ = [
     "FIELD_TYPE", "THETA_TYPE", "Frame", "ImageSubscriber", "LatestValue", "ProcessImageSubscriber",

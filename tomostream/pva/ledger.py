@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .subscriber import missing_ids
+from ..unique_ids import missing_ids
 
 #: How long a skipped uniqueId may still come over another channel before it counts as lost [s].
 REORDER_S = 1.0

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import pvaccess as pva
 
 from ..errors import BadFrame, BadParameter
+from ..unique_ids import missing_ids
 from .ntnda import Frame, from_ntnda
 
 if TYPE_CHECKING:
@@ -42,14 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Largest number of frames that may go missing across a uniqueId wrap and still be read as a
-#: wrap; a bigger backwards jump is a new acquisition (ids restarted), not a wrap.
-WRAP_WINDOW = 1 << 14
-
-_U16 = 1 << 16
-_U31 = 1 << 31
-_U32 = 1 << 32
 
 #: How often the consumer thread wakes up to notice stop() and connection changes [s].
 _POLL_S = 0.05
@@ -64,37 +57,6 @@ _BAD_REPORT_S = 1.0
 #: The wait doubles after each renewal, up to :data:`_RENEW_MAX_S`.
 _RENEW_S = 5.0
 _RENEW_MAX_S = 60.0
-
-
-def missing_ids(previous: int, current: int) -> int | None:
-    """Number of uniqueIds skipped between two consecutive frames.
-
-    Parameters
-    ----------
-    previous, current : int
-        ``uniqueId`` of the previous and of the current frame (signed 32-bit values).
-
-    Returns
-    -------
-    int or None
-        0 when ``current`` follows ``previous``; the number of ids in between when it jumps
-        ahead (ids missed during a disconnection count too), also across a wrap
-        (65535 -> 0, 2**31 - 1 -> -2**31 or -> 0) of at most :data:`WRAP_WINDOW` ids; None
-        when the ids went back or stayed (a new acquisition, or a restarted detector), which
-        is no loss.
-    """
-    step = current - previous
-    if step > 0:
-        return step - 1
-    if 0 <= current <= 0xFFFF and 0xFFFF - WRAP_WINDOW < previous <= 0xFFFF:
-        step = current + _U16 - previous
-    elif previous > _U31 - 1 - WRAP_WINDOW and 0 <= current < WRAP_WINDOW:
-        step = current + _U31 - previous
-    elif previous > _U31 - 1 - WRAP_WINDOW and -_U31 <= current < -_U31 + WRAP_WINDOW:
-        step = current + _U32 - previous
-    else:
-        return None
-    return step - 1 if 0 < step <= WRAP_WINDOW else None
 
 
 #: Monitors started and not yet stopped.

@@ -11,8 +11,9 @@
 - :mod:`.cli`: the command line.
 """
 
+from ..unique_ids import projection_index
 from .cli import main
-from .frames import FrameTypeHistory, buffer_size_from_theta, dezinger_radius, projection_index
+from .frames import FrameTypeHistory, buffer_size_from_theta, dezinger_radius
 from .stream_server import StreamServer
 
 __all__ = ["FrameTypeHistory", "StreamServer", "buffer_size_from_theta", "dezinger_radius", "main",

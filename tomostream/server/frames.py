@@ -17,13 +17,6 @@ import numpy as np
 from ..errors import BadParameter
 from ..ioc.tomostream_ioc import DEZINGER_RADII
 
-#: uniqueId counters: detectors that wrap at 65535, and signed 32-bit ones.
-WRAP_16 = 1 << 16
-WRAP_31 = 1 << 31
-#: States of TomoScan's FrameType (mbbi), by index.
-FRAME_TYPES = ("DarkField", "FlatField", "Projection")
-PROJECTION = "Projection"
-
 
 def buffer_size_from_theta(theta: np.ndarray) -> int:
     """Number of frames that cover 180 degrees of an angle table.
@@ -46,26 +39,6 @@ def buffer_size_from_theta(theta: np.ndarray) -> int:
         return max(1, min(1, theta.size))
     size = int(round(180.0 / float(np.median(steps))))
     return max(1, min(size, theta.size))
-
-
-def projection_index(unique_id: int, first_projid: int, table_size: int) -> int | None:
-    """Row of the angle table for a frame, or None when the frame is outside the table.
-
-    ``uniqueId - FirstProjid``, taken modulo 65536 when both ids are 16-bit (detectors that
-    wrap their counter at 65535) and modulo 2**31 otherwise.
-
-    Parameters
-    ----------
-    unique_id : int
-        ``uniqueId`` of the frame.
-    first_projid : int
-        TomoScan's ``FirstProjid``: uniqueId of the first projection of the scan.
-    table_size : int
-        Length of the angle table.
-    """
-    wrap = WRAP_16 if 0 <= unique_id < WRAP_16 and 0 <= first_projid < WRAP_16 else WRAP_31
-    index = (unique_id - first_projid) % wrap
-    return index if index < table_size else None
 
 
 class FrameTypeHistory:

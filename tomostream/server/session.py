@@ -23,20 +23,13 @@ from ..errors import BadFrame, BadParameter, TomostreamError
 from ..pva.fields import read_field, read_theta
 from ..pva.receive_process import start_image_subscriber
 from ..pva.scatter import ScatterSubscriber, plugin_prefixes
-from ..pva.subscriber import LatestValue, missing_ids
+from ..pva.subscriber import LatestValue
 from ..recon import OrthoReconstructor
 from ..recon.reconstructor import FRAME_DTYPES
+from ..unique_ids import missing_ids, projection_index
+from ..vocabulary import FRAME_TYPES, PROJECTION
 from .axis import AxisFollower
-from .frames import (
-    FRAME_TYPES,
-    PROJECTION,
-    Counters,
-    FrameTypeHistory,
-    LatencyStats,
-    buffer_size_from_theta,
-    dezinger_radius,
-    projection_index,
-)
+from .frames import Counters, FrameTypeHistory, LatencyStats, buffer_size_from_theta, dezinger_radius
 from .staging import FrameStager
 
 if TYPE_CHECKING:

@@ -5,10 +5,11 @@ and the sample stages and lenses the projections follow (motor records, an optic
 ``SimBeamline(...).start()`` runs it in-process; ``tomostream sim`` runs it from the shell.
 """
 
+from ..unique_ids import frame_index, unique_id
 from .beamline import SimBeamline
 from .detector import DetectorOptions, FrameSource
 from .pose import Pose
-from .scan import Inclusion, angle_table, frame_index, unique_id
+from .scan import Inclusion, angle_table
 from .stages import StageOptions
 
 __all__ = ["DetectorOptions", "FrameSource", "Inclusion", "Pose", "SimBeamline", "StageOptions",

@@ -39,10 +39,11 @@ from ..pva.fields import field_pv, theta_pv
 from ..pva.ntnda import restamp, to_ntnda
 from ..pva.scatter import plugin_prefixes
 from ..pva.server import PvaChannels
+from ..unique_ids import unique_id
 from .detector import BINNINGS, DetectorOptions, FrameSource
 from .files import FIELD_DATASETS, FIELD_FILES, add_fields, write_fields, write_projections
 from .ioc import TomoScanStreamIOC
-from .scan import SCAN_TYPES, Inclusion, angle_table, unique_id
+from .scan import SCAN_TYPES, Inclusion, angle_table
 from .stages import SampleStages, StageOptions
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from ..ioc.records import (
     count_down,
     follow_watchdog,
 )
+from ..vocabulary import FRAME_TYPES
 from .scan import SCAN_TYPES
 
-FRAME_TYPES = ("DarkField", "FlatField", "Projection")
 BINNINGS = ("1x", "2x", "4x")
 DONE_CAPTURE = ("Done", "Capture")
 DONE_SYNC = ("Done", "Sync")

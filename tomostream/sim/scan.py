@@ -27,9 +27,6 @@ from ..errors import BadParameter
 from ..recon.phantom import Ellipsoid
 
 SCAN_TYPES = ("backforth", "continuous")
-#: uniqueId counters: a detector that wraps at 65535, and a signed 32-bit one.
-WRAP_16 = 1 << 16
-WRAP_31 = 1 << 31
 
 
 def angle_table(scan_type: str, start: float, step: float, num_angles: int,
@@ -67,16 +64,6 @@ def angle_table(scan_type: str, start: float, step: float, num_angles: int,
     phase = np.arange(num_angles) % (2 * sweep)
     j = np.where(phase < sweep, phase, 2 * sweep - 1 - phase)
     return start + j * step
-
-
-def unique_id(first: int, k: int | np.ndarray, wrap16: bool) -> int | np.ndarray:
-    """uniqueId of frame ``k`` of a scan whose first projection has ``first``."""
-    return (first + k) % (WRAP_16 if wrap16 else WRAP_31)
-
-
-def frame_index(uid: int | np.ndarray, first: int, wrap16: bool) -> int | np.ndarray:
-    """Inverse of :func:`unique_id`: index into the theta table of the frame ``uid``."""
-    return (uid - first) % (WRAP_16 if wrap16 else WRAP_31)
 
 
 @dataclass(frozen=True)
