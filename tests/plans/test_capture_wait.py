@@ -63,6 +63,32 @@ def test_a_complete_main_file_waits_for_the_circular_buffer_the_count_announces(
     assert files == [pre, main] and sleeps >= 6
 
 
+def test_fields_landing_while_the_main_file_is_judged_still_wait_for_the_buffer(folder, monkeypatch):
+    """The field-copy thread completes the main file just after a poll found it incomplete: the
+    poll must not then take it, complete, as the whole capture."""
+    from tomostream.plans import plan_stubs
+
+    main = folder / "scan_00005.h5"
+    pre = circular_buffer_path(main)
+    _write(main, 10, complete=False)
+    judged = plan_stubs.missing_parts
+
+    def copier_finishes_right_after(path):
+        missing = judged(path)
+        if path == main and missing:
+            add_fields(main)                          # the copy lands between two looks
+        return missing
+
+    monkeypatch.setattr(plan_stubs, "missing_parts", copier_finishes_right_after)
+
+    def later(k):
+        if k == 3:
+            _write(pre, 5)
+
+    files, _ = _drive(wait_capture_files(main, saved=15, timeout=30, poll=0.01), later)
+    assert files == [pre, main]
+
+
 def test_a_capture_without_circular_buffer_is_the_main_file_alone(folder):
     main = folder / "scan_00002.h5"
     _write(main, 10)

@@ -137,13 +137,19 @@ def wait_capture_files(main: Path, saved: int | None, timeout: float = COMPLETE_
     pre = circular_buffer_path(main)
     deadline = time.monotonic() + timeout
     while True:
-        files = [main]
-        if not missing_parts(main):
+        # the main file is judged once per poll: the field-copy thread may complete it at any
+        # moment, and a second look could see it complete without the circular buffer's file
+        # having been asked for
+        files, missing = [main], {}
+        if main_missing := missing_parts(main):
+            missing[main] = main_missing
+        else:
             with h5py.File(main, "r", locking=False) as f:
                 main_frames = f["/exchange/data"].shape[0]
             if pre.exists() or (saved is not None and saved > main_frames):
                 files = [pre, main]
-        missing = {p: m for p in files if (m := missing_parts(p))}
+                if pre_missing := missing_parts(pre):
+                    missing[pre] = pre_missing
         if not missing:
             if saved is not None and len(files) == 2:
                 with h5py.File(pre, "r", locking=False) as f:

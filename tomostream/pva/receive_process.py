@@ -38,18 +38,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..childproc import popen_with_parent
 from ..errors import TomostreamError
 from . import shm
+from .ledger import IdLedger
 from .ntnda import Frame
 from .subscriber import ChannelState, FrameQueue, ImageSubscriber
-
-if TYPE_CHECKING:
-    from .ledger import IdLedger
 
 log = logging.getLogger(__name__)
 

@@ -29,16 +29,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import pvaccess as pva
 
 from ..errors import BadFrame, BadParameter
 from ..unique_ids import missing_ids
+from .ledger import IdLedger
 from .ntnda import Frame, from_ntnda
-
-if TYPE_CHECKING:
-    from .ledger import IdLedger
 
 log = logging.getLogger(__name__)
 
