@@ -12,3 +12,6 @@ FILTER_NAMES = ("Parzen", "Shepp-logan", "Ramp", "Butterworth")
 FRAME_TYPES = ("DarkField", "FlatField", "Projection")
 #: The FrameType of the frames that are reconstructed.
 PROJECTION = "Projection"
+#: Most detector image channels (PVA plugins behind an NDPluginScatter) one detector's frames
+#: may be spread over: the range of TomoStream's ImagePlugins.
+MAX_PLUGINS = 8

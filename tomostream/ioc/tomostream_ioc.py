@@ -17,8 +17,7 @@ from caproto import CaprotoConversionError, ChannelType, SkipWrite
 from caproto.server import PVGroup, PvpropertyEnum, SubGroup, pvproperty
 
 from ..errors import BadParameter
-from ..pva.scatter import MAX_PLUGINS
-from ..vocabulary import FILTER_NAMES
+from ..vocabulary import FILTER_NAMES, MAX_PLUGINS
 from .records import (
     DONE_ACQUIRE,
     NO_YES,

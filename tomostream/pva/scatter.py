@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..errors import BadParameter
+from ..vocabulary import MAX_PLUGINS
 from .ledger import IdLedger
 from .receive_process import RING_BYTES, start_image_subscriber
 from .subscriber import FrameQueue, report
 
-#: Most channels one detector's frames may be spread over.
-MAX_PLUGINS = 8
 #: How often failed receiving processes are looked for [s].
 _WATCH_S = 0.2
 
