@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from ..childproc import STOP_GRACE, exit_within
 from ..epics_env import apply_env, ca_server_port, serving_report
 from ..errors import TomostreamError
 from ..io.catalog import default_data_dir
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("TomoStream IOC %s serving; Ctrl-C stops", server.prefix)
         while not done.wait(3600):
             pass
+        exit_within(STOP_GRACE, "tomostream serve")
     return 0
 
 

@@ -24,7 +24,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from ..childproc import popen_with_parent
+from ..childproc import STOP_GRACE, exit_within, popen_with_parent
 from ..epics_env import apply_env, ca_server_port, serving_report
 from ..errors import TomostreamError
 from ..ioc.access import LOOPBACK, bind_env, server_interfaces, split_hosts
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.5):
             pass
     finally:
+        exit_within(STOP_GRACE, "tomostream sim")
         sim.stop()
     return 0
 
