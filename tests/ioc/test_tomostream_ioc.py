@@ -15,7 +15,7 @@ from tomostream.ioc.tomostream_ioc import (
     TomoStreamIOC,
 )
 from tomostream.recon.params import MAX_ZOOM
-from tomostream.server.frames import dezinger_radius
+from tomostream.server.settings import dezinger_radius
 from tomostream.vocabulary import FILTER_NAMES
 
 # suffix -> (record type, enum strings or None); pv-names.md plus the frame counters,

@@ -18,11 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .session import StreamSession
-    from .stream_server import StreamServer
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +43,36 @@ class AxisFollower:
 
     Parameters
     ----------
-    server : StreamServer
-        Whose IOC the PVs are on.
+    value : callable
+        ``value(suffix)``: a TomoStream PV's value (Center, CenterAuto).
+    set_pvs : callable
+        ``set_pvs({suffix: value}, validate=False)``: write PVs (``validate``: as a client).
     """
 
-    def __init__(self, server: StreamServer):
-        self.srv = server
+    def __init__(self, value: Callable[[str], Any], set_pvs: Callable[..., None]):
+        self._value = value
+        self._set_pvs = set_pvs
         #: The last estimate published [pixels], NaN when there is none.
         self.estimate = math.nan
         #: What the last estimate was made from: (reconstructor id, frames used, dark id, flat id).
         self.inputs: tuple | None = None
         self._due = 0.0                        # monotonic time the next one may run
         self._followed: tuple | None = None    # (estimate, CenterAuto) last acted on
-        server.set_pvs({"CenterEstimate": math.nan})
+        set_pvs({"CenterEstimate": math.nan})
 
-    def step(self, session: StreamSession) -> None:
-        """Refresh the estimate when due and its inputs changed; let Center follow it."""
-        rec = session.rec
-        inputs = (id(rec), session.counters.used, id(session.used["dark"]), id(session.used["flat"]))
+    def step(self, rec, frames_used: int, fields: dict) -> None:
+        """Refresh the estimate when due and its inputs changed; let Center follow it.
+
+        Parameters
+        ----------
+        rec : OrthoReconstructor or None
+            The engine.
+        frames_used : int
+            Frames it has taken (FramesUsed).
+        fields : dict
+            The ``"dark"`` and ``"flat"`` fields it uses.
+        """
+        inputs = (id(rec), frames_used, id(fields["dark"]), id(fields["flat"]))
         now = time.monotonic()
         if rec is not None and inputs != self.inputs and now >= self._due:
             t0 = time.perf_counter()
@@ -80,17 +89,17 @@ class AxisFollower:
     def _publish(self, estimate: float) -> None:
         if not _same(estimate, self.estimate):
             self.estimate = estimate
-            self.srv.set_pvs({"CenterEstimate": estimate})
+            self._set_pvs({"CenterEstimate": estimate})
 
     def _follow(self) -> None:
         """Once per new estimate (or change of CenterAuto): Center := estimate if CenterAuto is
         Yes and they differ by more than FOLLOW_TOLERANCE. A Center the IOC clamps, or one set
         by hand meanwhile, is left as it is until the next estimate."""
-        auto = self.srv.ioc.value("CenterAuto")
+        auto = self._value("CenterAuto")
         last = self._followed
         if last is not None and _same(self.estimate, last[0]) and auto == last[1]:
             return
         self._followed = (self.estimate, auto)
         if auto == "Yes" and math.isfinite(self.estimate) \
-                and abs(self.estimate - float(self.srv.ioc.value("Center"))) > FOLLOW_TOLERANCE:
-            self.srv.set_pvs({"Center": self.estimate}, validate=True)
+                and abs(self.estimate - float(self._value("Center"))) > FOLLOW_TOLERANCE:
+            self._set_pvs({"Center": self.estimate}, validate=True)

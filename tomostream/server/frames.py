@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BadParameter
-from ..ioc.tomostream_ioc import DEZINGER_RADII
-
 
 def buffer_size_from_theta(theta: np.ndarray) -> int:
     """Number of frames that cover 180 degrees of an angle table.
@@ -81,20 +78,6 @@ class FrameTypeHistory:
             first = max(bisect.bisect_right(self._times, start) - 1, 0)
             last = bisect.bisect_right(self._times, end)
             return all(t == frame_type for t in self._types[first:max(last, first + 1)])
-
-
-def dezinger_radius(state: str) -> int:
-    """Median radius [pixels] of a Dezinger PV state ("None" -> 0, "Radius 3" -> 3).
-
-    Raises
-    ------
-    BadParameter
-        ``state`` is not one of the IOC's Dezinger states.
-    """
-    try:
-        return DEZINGER_RADII[state]
-    except KeyError:
-        raise BadParameter(f"Dezinger={state!r} is not one of {list(DEZINGER_RADII)}") from None
 
 
 @dataclass

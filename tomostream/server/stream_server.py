@@ -48,6 +48,7 @@ from ..pva.publish_process import InlinePublisher, ProcessPublisher
 from ..recon.warmup import warm_up
 from .frames import LatencyStats
 from .heap import release_free_memory
+from .link import ServerLink, SessionConfig
 from .session import StreamSession
 
 log = logging.getLogger(__name__)
@@ -171,9 +172,6 @@ class StreamServer:
         self.autosave_path = autosave
         self.autosave: Autosave | None = None
         self.ioc: TomoStreamIOC | None = None
-        self.latency = LatencyStats()
-        self.arrival = LatencyStats()
-        self.receive = LatencyStats()
         self._ioc_thread: IocThread | None = None
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
@@ -289,6 +287,41 @@ class StreamServer:
         """Whether the worker thread is alive."""
         return self._worker is not None and self._worker.is_alive()
 
+    @property
+    def latency(self) -> LatencyStats:
+        """Frame-to-publication delays of the current (or last) StartRecon."""
+        return self._stats("latency")
+
+    @property
+    def arrival(self) -> LatencyStats:
+        """Delays from a frame's timestamp to the worker, of the current (or last) StartRecon."""
+        return self._stats("arrival")
+
+    @property
+    def receive(self) -> LatencyStats:
+        """Delays from a frame's timestamp to its decoding, of the current (or last) StartRecon."""
+        return self._stats("receive")
+
+    def _stats(self, name: str) -> LatencyStats:
+        session = self._session
+        return LatencyStats() if session is None else getattr(session, name)
+
+    def session_config(self) -> SessionConfig:
+        """The settings the next StartRecon runs with (the attributes as they are now)."""
+        return SessionConfig(backend=self.backend, batch_max=self.batch_max,
+                             min_interval=self.min_interval, queue_size=self.queue_size,
+                             markers=self.markers, receive_process=self.receive_process,
+                             frame_type_window=self.frame_type_window)
+
+    def _link(self) -> ServerLink:
+        def set_frame_size(width: int, height: int) -> None:
+            self.ioc.frame_width, self.ioc.frame_height = width, height
+
+        return ServerLink(value=self.ioc.value, set_pvs=self.set_pvs, status=self.status,
+                          set_frame_size=set_frame_size, commands=self.commands,
+                          stopping=self.stopping, publisher=lambda: self.publisher,
+                          publisher_failed=self.publisher_failed)
+
     # -- IOC side ----------------------------------------------------------------------------
     def _on_ioc_write(self, suffix: str, value) -> None:
         """IOC listener (runs in the IOC loop): hand the write to the worker."""
@@ -378,7 +411,7 @@ class StreamServer:
             suffix, value = self.commands.get()
             if suffix == "StartRecon":
                 try:
-                    self._session = StreamSession(self)
+                    self._session = StreamSession(self.session_config(), self._link())
                     self._session.run()
                 except Exception as exc:  # never leave StartRecon busy
                     log.exception("streaming stopped by an error")
