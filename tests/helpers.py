@@ -48,6 +48,24 @@ def wait_until(predicate, timeout=10.0, what="condition"):
         pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
 
 
+
+def stopped_after(start):
+    """Body of a factory fixture: yields ``make(**options)``, which returns ``start(**options)``
+    (something started), and stops every one made when the test ends.
+
+    Use as ``yield from stopped_after(start)``.
+    """
+    started = []
+
+    def make(**options):
+        made = start(**options)
+        started.append(made)
+        return made
+
+    yield make
+    for made in started:
+        made.stop()
+
 #: Seconds a stream server may take to follow a beamline on loopback. It takes well under a
 #: second as a rule. A run that waited until this ran out showed the image subscriber holding a
 #: frame while it still thought itself unconnected: on loopback the channel could connect

@@ -48,7 +48,7 @@ def test_ring_removal_frame_by_frame_equals_numpy(phantom, dtype):
     """Miscalibrated columns (a gain the flat field misses), frames pushed one at a time with
     an image every few frames: the running sum, the stripe estimate and the re-processings
     while the buffer fills give NumPy's slices on the GPU at every step."""
-    from tomostream.sim.detector import column_gain
+    from tomostream.sim.response import column_gain
 
     cpu, gpu = pair(ring_removal="fw")
     angles = np.arange(150) * 2.4                           # two turns of the 60-slot buffer

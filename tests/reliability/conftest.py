@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import pytest
-from helpers import channel_defaults
+from helpers import channel_defaults, stopped_after
 from rel_helpers import StatusLog, make_sim
 
 from tomostream.server import StreamServer
@@ -12,19 +14,13 @@ from tomostream.server import StreamServer
 @pytest.fixture
 def make_server(stream_prefix, sim_prefix, stream_ca_port):
     """``make_server(**options)``: a started StreamServer (NumPy backend), stopped at the end."""
-    started = []
-
-    def make(**options):
+    def start(**options):
         kw = dict(ca_port=stream_ca_port, backend="numpy", markers=False)
         kw.update(channel_defaults(stream_prefix, sim_prefix))
         kw.update(options)
-        srv = StreamServer(stream_prefix, **kw).start()
-        started.append(srv)
-        return srv
+        return StreamServer(stream_prefix, **kw).start()
 
-    yield make
-    for srv in started:
-        srv.stop()
+    yield from stopped_after(start)
 
 
 @pytest.fixture
@@ -38,6 +34,5 @@ def beamline(sim_prefix, unique_prefix, sim_ca_port):
 @pytest.fixture
 def status(stream_prefix):
     """Every value ReconStatus takes (a CA monitor)."""
-    log = StatusLog(stream_prefix + "ReconStatus")
-    yield log
-    log.close()
+    with closing(StatusLog(stream_prefix + "ReconStatus")) as log:
+        yield log

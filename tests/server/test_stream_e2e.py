@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -101,9 +102,8 @@ def quiet_server(server):
 
 @pytest.fixture
 def recon(stream_prefix):
-    client = Recon(stream_prefix + "Recon")
-    yield client
-    client.close()
+    with closing(Recon(stream_prefix + "Recon")) as client:
+        yield client
 
 
 def scan(sim_ca: Ca, ca: Ca, frames: int = SCAN):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from caproto.threading.client import Context as CaContext
-from helpers import PATIENCE
+from helpers import PATIENCE, stopped_after
 from p4p.client.thread import Context as PvaContext
 
 from tomostream.sim import SimBeamline
@@ -143,21 +143,15 @@ def pva_context():
 @pytest.fixture
 def make_sim(sim_ca_port, unique_prefix, tmp_path):
     """Factory: a started SimBeamline on the test CA port with a random prefix, stopped after."""
-    started = []
-
-    def make(**kwargs):
+    def start(**kwargs):
         options = dict(prefix=unique_prefix + "TomoScanStream:", plugin_prefix=unique_prefix + "Pva1:",
                        width=64, height=64, fps=100.0, ca_port=sim_ca_port, data_dir=tmp_path / "data",
                        num_angles=200, inclusion="none", stages=StageOptions.under(unique_prefix))
         options.update(kwargs)
         (tmp_path / "data").mkdir(exist_ok=True)
-        sim = SimBeamline(**options).start()
-        started.append(sim)
-        return sim
+        return SimBeamline(**options).start()
 
-    yield make
-    for sim in started:
-        sim.stop()
+    yield from stopped_after(start)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from tomostream.errors import BadParameter
 from tomostream.sim import DetectorOptions, FrameSource
 from tomostream.sim.cli import main
-from tomostream.sim.detector import COLUMN_ERROR_RANGE, column_gain
+from tomostream.sim.response import COLUMN_ERROR_RANGE, column_gain
 
 W, H = 256, 8
 

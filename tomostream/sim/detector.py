@@ -20,6 +20,8 @@ in the output dtype. Per frame the simulator then only
 - adds zingers (single saturated pixels) at a fraction of the pixels,
 - bins (mean of b x b blocks) when asked.
 
+The per-pixel functions (column gains, the fused noise pass, binning) are in :mod:`.response`.
+
 The sample stages and the lens (:mod:`.pose`) move and magnify the phantom: ``pose`` is
 set by the beamline before each frame. Frames are cached for one pose; while the pose differs
 from the cached one (a stage moving, a new lens), frames are computed exactly, one by one,
@@ -37,11 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from ..errors import BadParameter
 from ..recon.phantom import Ellipsoid, default_phantom, project, reach
 from .pose import Pose
+from .response import bin_frame, column_gain, fused_noise
 from .scan import Inclusion
 
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
@@ -51,9 +53,6 @@ _DEFAULT_DARK = {"uint8": 4.0, "uint16": 100.0, "float32": 10.0}
 MAX_SIDE = 4096
 BINNINGS = (1, 2, 4)
 ANGLE_KEY = 1e-6   # cached angles are equal when they agree to a micro-degree
-#: Relative gain error [fraction] of a miscalibrated column: drawn uniformly from this range,
-#: with a random sign.
-COLUMN_ERROR_RANGE = (0.02, 0.1)
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ class DetectorOptions:
     column_errors : float [fraction of the columns]
         Miscalibrated detector: this fraction of the columns (fixed, chosen at random) have in
         the projections a gain error the flat field does not see, 2% to 10%; 0 = none. See
-        :func:`column_gain`.
+        :func:`~tomostream.sim.response.column_gain`.
     inclusion : Inclusion or None
         The part of the sample that changes during the scan.
     phantom : sequence of Ellipsoid, optional
@@ -142,62 +141,6 @@ class DetectorOptions:
             raise BadParameter(f"center={center:g} pixels puts the sample (reaching {r:.1f} pixels "
                                f"from the axis) out of the {self.width}-pixel field: the axis must "
                                f"be in {r:.1f}..{self.width - r:.1f}")
-
-
-@njit(cache=True, nogil=True)
-def _noisy(clean, dark, z, gain2, read2, top, out):  # pragma: no cover - compiled
-    """out = clip(rint(clean + sqrt(max(clean - dark, 0) * gain2 + read2) * z), 0, top), one pass.
-
-    All arrays 1-D of equal length; ``top <= 0`` means a float output (no rounding, no clip).
-    """
-    for i in range(clean.size):
-        c = np.float32(clean[i])
-        s = c - dark[i]
-        if s < 0:
-            s = np.float32(0)
-        v = c + np.sqrt(s * gain2 + read2) * z[i]
-        if top > 0:
-            v = np.rint(v)
-            if v < 0:
-                v = 0
-            elif v > top:
-                v = top
-        out[i] = v
-
-
-def column_gain(width: int, fraction: float, seed: int) -> np.ndarray:
-    """Gain of each detector column in the projections relative to the flat field.
-
-    A ``fraction`` of the columns, chosen at random, are miscalibrated: each has a gain
-    ``1 +/- e`` (random sign) with ``e`` drawn uniformly from :data:`COLUMN_ERROR_RANGE`; the
-    others have gain 1. The draws come from a generator of their own seeded by ``seed``, so
-    the other random patterns of the detector stay as they are, and a given seed always
-    picks the same columns.
-
-    Parameters
-    ----------
-    width : int [pixels]
-    fraction : float [0..1]
-        Fraction of miscalibrated columns; 0 gives ones.
-    seed : int
-
-    Returns
-    -------
-    ndarray, float32, shape (width,)
-    """
-    rng = np.random.default_rng([seed, 0xC0])
-    bad = rng.random(width) < fraction
-    size = rng.uniform(*COLUMN_ERROR_RANGE, width) * rng.choice((-1.0, 1.0), width)
-    return np.where(bad, 1.0 + size, 1.0).astype(np.float32)
-
-
-def bin_frame(frame: np.ndarray, b: int) -> np.ndarray:
-    """Mean of ``b x b`` blocks, as float32 (``b = 1`` returns the frame as float32)."""
-    f = np.asarray(frame, dtype=np.float32)
-    if b == 1:
-        return f
-    h, w = f.shape
-    return f.reshape(h // b, b, w // b, b).mean(axis=(1, 3), dtype=np.float32)
 
 
 class FrameSource:
@@ -375,8 +318,8 @@ class FrameSource:
         off = int(self._rng.integers(0, self._pool.size - n + 1))
         out = np.empty_like(clean)
         top = float(np.iinfo(self.dtype).max) if self.dtype.kind in "ui" else 0.0
-        _noisy(clean.reshape(-1), self.dark.reshape(-1), self._pool[off:off + n], self._gain2,
-               self._read2, top, out.reshape(-1))
+        fused_noise(clean.reshape(-1), self.dark.reshape(-1), self._pool[off:off + n], self._gain2,
+                    self._read2, top, out.reshape(-1))
         return out
 
     def _add_zingers(self, frame: np.ndarray) -> None:

@@ -84,7 +84,7 @@ class _Part(PVGroup):
     def controller(self) -> Controller:
         return self.parent.controller
 
-    async def _busy(self, instance, start, done_value: str):
+    async def _busy(self, instance, start):
         """Run a busy command: show it active, await the controller's future, complete."""
         try:
             future = start()
@@ -96,7 +96,23 @@ class _Part(PVGroup):
         except TomostreamError as exc:
             await self.parent.report(str(exc))
         await self.parent.flush()        # status posted before the end is out before completion
-        return done_value
+        return "Done"
+
+    async def _command(self, instance, value, start, running: str, stop=None):
+        """A put to a busy command record (Done / its active state, ``enum_strings[1]``).
+
+        The active state runs ``start`` as :meth:`_busy` does, refused with the message
+        ``running`` while the command already runs; any other value is written, and calls
+        ``stop`` (if given) when the command was running.
+        """
+        active = instance.enum_strings[1]
+        if value != active:
+            if stop is not None and instance.value == active:
+                stop()
+            return value
+        if instance.value == active:
+            await self._refuse(running)
+        return await self._busy(instance, start)
 
 
 class ScanSettings(_Part):
@@ -165,13 +181,8 @@ class ScanControl(_Part):
 
     @StartScan.putter
     async def StartScan(self, instance, value):
-        if value != "Acquire":
-            if instance.value == "Acquire":
-                self.controller.abort()
-            return value
-        if instance.value == "Acquire":
-            await self._refuse("StartScan: a scan is already running")
-        return await self._busy(instance, self.controller.start_scan, "Done")
+        return await self._command(instance, value, self.controller.start_scan,
+                                   "StartScan: a scan is already running", stop=self.controller.abort)
 
     @AbortScan.putter
     async def AbortScan(self, instance, value):
@@ -257,20 +268,13 @@ class Stream(_Part):
 
     @StreamCapture.putter
     async def StreamCapture(self, instance, value):
-        if value != "Capture":
-            if instance.value == "Capture":
-                self.controller.stop_capture()
-            return value
-        if instance.value == "Capture":
-            await self._refuse("StreamCapture: a capture is already running")
-        return await self._busy(instance, self.controller.capture, "Done")
+        return await self._command(instance, value, self.controller.capture,
+                                   "StreamCapture: a capture is already running",
+                                   stop=self.controller.stop_capture)
 
     async def _retake(self, instance, value, kind: str):
-        if value != "Capture":
-            return value
-        if instance.value == "Capture":
-            await self._refuse(f"{instance.pvspec.name}: a {kind} retake is already running")
-        return await self._busy(instance, lambda: self.controller.retake(kind), "Done")
+        return await self._command(instance, value, lambda: self.controller.retake(kind),
+                                   f"{instance.pvspec.name}: a {kind} retake is already running")
 
     @StreamRetakeDark.putter
     async def StreamRetakeDark(self, instance, value):

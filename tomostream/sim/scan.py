@@ -117,3 +117,26 @@ class Inclusion:
             return None
         return Ellipsoid(lerp(self.x0, self.x1), lerp(self.y0, self.y1), lerp(self.z0, self.z1),
                          r, r, r, 0.0, self.mu)
+
+
+def named_inclusion(name: str, width: int, height: int, num_angles: int) -> Inclusion | None:
+    """The inclusion called ``name``: "grow", "move" or "none".
+
+    Parameters
+    ----------
+    name : {"grow", "move", "none", ""}
+    width, height : int [pixels]
+        Frame size.
+    num_angles : int
+        Frames of the scan; the inclusion changes over the first half.
+    """
+    frames = max(1, num_angles // 2)
+    if name == "grow":
+        return Inclusion.growing(width, height, frames=frames)
+    if name == "move":
+        r = max(2.0, width / 20)
+        return Inclusion(x0=-0.25 * width, y0=0.0, z0=0.1 * height, r0=r, r1=r, x1=0.25 * width,
+                         mu=4.0 / width, frames=frames)
+    if name in ("none", ""):
+        return None
+    raise BadParameter(f"inclusion={name!r} is not one of 'grow', 'move', 'none'")
