@@ -126,7 +126,7 @@ def test_frames_of_another_type_or_size_mid_stream_never_stop_it(running, ca, si
     """Between good uint16 frames of a scan: a lone float32 frame, a NaN frame, a frame of
     another size are refused with a reason; a detector that switched to float32 is followed;
     uniqueIds far ahead or negative pass without harm. Streaming never stops."""
-    from tomostream.server.session import NEW_SIZE_RUN
+    from tomostream.server.gate import NEW_SIZE_RUN
 
     beamline, server = running
     sim_ca.put("StartScan", 1)                        # completes at the end of the scan
