@@ -20,16 +20,8 @@ def pixels(uid: int, dtype=np.uint16, shape=(8, 12)) -> np.ndarray:
     return (np.arange(shape[0] * shape[1]) + uid % 100).astype(dtype).reshape(shape)
 
 
-def wait_for(predicate, timeout=10.0) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` [s] passes; return whether it became true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
+#: Seconds between two looks of :func:`wait_until`.
+POLL = 0.01
 #: Least time [s] :func:`wait_until` waits for a condition. Waiting ends as soon as it holds,
 #: so only a failing test waits this long; a loaded 2-core machine can hold a thread for
 #: seconds, and a test must not fail for that. A bound that is itself the behaviour under test
@@ -38,15 +30,22 @@ PATIENCE = 30.0
 
 
 def wait_until(predicate, timeout=10.0, what="condition"):
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds (at least
-    :data:`PATIENCE`).
+    """Poll ``predicate`` until it holds and return what it returned; fail the test after
+    ``timeout`` seconds (at least :data:`PATIENCE`).
 
-    ``what`` names the condition in the failure message; a callable is called then.
+    The one polling helper of the suite. ``predicate`` holds when it returns something true, or
+    an array (any array: a frame that has come). ``what`` names the condition in the failure
+    message; a callable is called then.
     """
     timeout = max(timeout, PATIENCE)
-    if not wait_for(predicate, timeout):
-        pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
-
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if isinstance(value, np.ndarray) or value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what() if callable(what) else what} not reached within {timeout} s")
+        time.sleep(POLL)
 
 
 def stopped_after(start):

@@ -6,10 +6,10 @@ A module of its own: killing the server spends the module's beamline.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from bluesky import RunEngine
+from helpers import wait_until
 
 from tomostream.errors import ConnectionLost
 from tomostream.plans import stream_scan
@@ -38,7 +38,4 @@ def test_server_killed_mid_scan_ends_the_run_with_a_clear_error(beamline, device
     assert stop["exit_status"] == "fail"
     assert "stream server" in stop["reason"]
     assert tomoscan.start_scan.get(use_monitor=False) == 0     # the scan was stopped all the same
-    deadline = time.monotonic() + 5.0
-    while beamline.sim.scanning and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not beamline.sim.scanning
+    wait_until(lambda: not beamline.sim.scanning, 5.0, "the simulated scan stopped")

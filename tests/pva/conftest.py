@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
+from helpers import wait_until
 
 from tomostream.pva.server import PvaChannels
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something true; fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {timeout} s")
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def wait() -> Callable[..., object]:
-    """``wait(predicate, timeout=30.0, what=...)``: poll until true or fail (generous: a
-    loaded 2-core machine can hold a thread for seconds)."""
+    """The polling helper :func:`helpers.wait_until`."""
     return wait_until
 
 

@@ -14,7 +14,7 @@ from contextlib import closing
 
 import numpy as np
 import pytest
-from helpers import FIRST_CONNECTION, Ca, start_recon, wait_for, wait_until
+from helpers import FIRST_CONNECTION, Ca, start_recon, wait_until
 from p4p.client.thread import Context
 
 from tomostream.pva.ntnda import to_ntnda
@@ -358,11 +358,12 @@ def test_drop_burst_is_counted_and_survived(beamline, server, ca, sim_ca, recon)
     assert server.running and ca.text("StartRecon") == "Acquire"   # still reconstructing
     # at a gentler rate the same session fills every slot again; the 2-frame queue may
     # still drop a frame now and then on a busy machine, so scan until the buffer is full
-    server.batch_max = 64
     beamline.set_fps(100.0)
     for _ in range(5):
-        sim_ca.put("StartScan", 1)                 # completes at the end of the scan
-        if wait_for(lambda: ca.get("BufferSize") == "60/60", 2.0):
+        sim_ca.put("StartScan", 1, timeout=60.0)   # completes at the end of the scan
+        wait_until(lambda: counters_add_up(server, beamline), 30.0,
+                   lambda: f"the scan's frames counted: {server.counters}")
+        if ca.get("BufferSize") == "60/60":
             break
     assert ca.get("BufferSize") == "60/60"
     uid, image = recon.settled(ca)

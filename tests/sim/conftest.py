@@ -7,32 +7,17 @@ protocol the simulator serves with pvapy).
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 from caproto.threading.client import Context as CaContext
-from helpers import PATIENCE, stopped_after
+from helpers import stopped_after, wait_until
 from p4p.client.thread import Context as PvaContext
 
 from tomostream.sim import SimBeamline
 from tomostream.sim.stages import StageOptions
 
 REQUEST = "record[queueSize=1000]field()"
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``predicate`` until true (returned) or fail after ``timeout`` seconds (at least
-    :data:`helpers.PATIENCE`)."""
-    timeout = max(timeout, PATIENCE)
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value is not None and (value is not False if isinstance(value, np.ndarray) else value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Ca:
@@ -166,8 +151,8 @@ def ca(ca_context, sim):
 
 @pytest.fixture
 def wait():
-    """The polling helper :func:`wait_for`."""
-    return wait_for
+    """The polling helper :func:`helpers.wait_until`."""
+    return wait_until
 
 
 @pytest.fixture
