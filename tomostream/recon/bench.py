@@ -80,7 +80,7 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
     fps, pushed = incremental_rate(rec, frames, seconds)
     stale = rec._stale_sums                                 # must be False: every push was incremental
     return {
-        "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec._be.device,
+        "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec.compute_backend.device,
         "batch": batch,
         "fill_s": round(fill_s, 4), "full_rebuild_s": round(min(times), 5),
         "full_rebuild_median_s": round(float(np.median(times)), 5),
