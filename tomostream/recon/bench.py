@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from tomostream.recon import OrthoReconstructor
+from tomostream.recon.backend import BACKENDS
 
 
 def _host_frames(backend: str, k: int, nz: int, n: int, seed: int = 0) -> np.ndarray:
@@ -92,7 +93,7 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tomostream bench``."""
     ap = argparse.ArgumentParser(prog="tomostream bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    ap.add_argument("--backend", default="auto", choices=BACKENDS)
     ap.add_argument("--size", nargs=3, type=int, action="append", metavar=("N", "NZ", "P"),
                     help="detector width, height and buffer size (repeatable; default 256 256 180)")
     ap.add_argument("--batch", type=int, default=32, help="frames per push")
