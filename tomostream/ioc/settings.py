@@ -129,57 +129,92 @@ class OpticalZoom(Part):
         return await self._accept("LensChangeSync", value)
 
 
+async def _enum(self: Part, instance, value):
+    """Putter of a settings enum: the state, or refused when it is not one."""
+    suffix = instance.pvspec.name
+    if value not in instance.enum_strings or value == "":
+        shown = instance.enum_strings.index(value) if value == "" else repr(value)
+        await self._refuse(f"{suffix}={shown} is not one of "
+                           f"{[s for s in instance.enum_strings if s]}: refused")
+    return await self._accept(suffix, value)
+
+
+def _choice(value: str, strings, doc: str) -> pvproperty:
+    """An mbbo setting of states ``strings`` (default ``value``), checked on write."""
+    return pvproperty(value=value, enum_strings=strings, dtype=CheckedEnum, record="mbbo",
+                      doc=doc).putter(_enum)
+
+
+def _limited(value: float, low: float, high: float, doc: str, *, open_low: bool = False,
+             **kwargs) -> pvproperty:
+    """An ao setting (default ``value``) whose writes must be finite and are clamped into
+    ``[low, high]``; with ``open_low``, ``low`` itself and below are refused."""
+
+    async def put(self: Part, instance, value):
+        suffix = instance.pvspec.name
+        try:
+            value = _finite(suffix, value)
+        except BadParameter as exc:
+            await self._refuse(str(exc))
+        if open_low and value <= low:
+            await self._refuse(f"{suffix}={value:g} must be > {low:g}: refused")
+        value, message = _clamp(suffix, value, low, high)
+        return await self._accept(suffix, value, message)
+
+    return pvproperty(value=value, record="ao", doc=doc, **kwargs).putter(put)
+
+
+def _turn(doc: str) -> pvproperty:
+    """A slice's turn [degrees], -180..180."""
+    return _limited(0.0, -180.0, 180.0, doc, units="degrees", precision=2)
+
+
+async def _ortho(self: Part, instance, value):
+    """Putter of a slice position: clamped into the frame (OrthoZ its rows, the others its
+    columns) once its size is known."""
+    suffix = instance.pvspec.name
+    size = self.parent.frame_height if suffix == "OrthoZ" else self.parent.frame_width
+    high = float(size - 1) if size else float(2**31 - 1)
+    new, message = _clamp(suffix, float(value), 0.0, high)
+    return await self._accept(suffix, int(new), message)
+
+
+def _position(doc: str) -> pvproperty:
+    """A slice position [pixels] (longout)."""
+    return pvproperty(value=0, record="longout", units="pixels", doc=doc).putter(_ortho)
+
+
 class ReconParams(Part):
     """Reconstruction parameters; each takes effect on the next published update."""
 
     Center = pvproperty(value=0.0, record="ao", units="pixels", precision=2,
                         doc="rotation axis, detector column [pixels]; 0 (unset): the middle of "
                             "the first frames")
-    CenterTweak = pvproperty(value=0.5, record="ao", units="pixels", precision=2,
-                             doc="step of CenterTweakUp / CenterTweakDown [pixels]")
+    CenterTweak = _limited(0.5, 0.0, 1.0e4, "step of CenterTweakUp / CenterTweakDown [pixels]",
+                           units="pixels", precision=2)
     CenterTweakUp = pvproperty(value=0.0, record="calcout", doc="Center += CenterTweak")
     CenterTweakDown = pvproperty(value=0.0, record="calcout", doc="Center -= CenterTweak")
-    FilterType = pvproperty(value="Parzen", enum_strings=FILTER_NAMES, dtype=CheckedEnum,
-                            record="mbbo", doc="filter of the filtered backprojection")
-    Dezinger = pvproperty(value="None", enum_strings=DEZINGER_TYPES, dtype=CheckedEnum,
-                          record="mbbo", doc="zinger removal: 0 None, 1 Radius 2, 2 Radius 3, 3 Radius 4 "
-                                              "(median radius [pixels])")
-    RingRemoval = pvproperty(value="None", enum_strings=RING_REMOVAL_TYPES, dtype=CheckedEnum,
-                             record="mbbo", doc="ring artefact removal")
-    OrthoX = pvproperty(value=0, record="longout", units="pixels",
-                        doc="column of the X slice [pixels]; 0..width-1")
-    OrthoY = pvproperty(value=0, record="longout", units="pixels",
-                        doc="column of the Y slice [pixels]; 0..width-1")
-    OrthoZ = pvproperty(value=0, record="longout", units="pixels",
-                        doc="detector row of the Z slice [pixels]; 0..height-1")
-    RotX = pvproperty(value=0.0, record="ao", units="degrees", precision=2,
-                       doc="turn of the X slice about the rotation axis")
-    RotY = pvproperty(value=0.0, record="ao", units="degrees", precision=2,
-                       doc="turn of the Y slice about the rotation axis")
-    RotZ = pvproperty(value=0.0, record="ao", units="degrees", precision=2,
-                       doc="tilt of the Z slice about the y direction")
-    Zoom = pvproperty(value=1.0, record="ao", precision=2,
-                      doc="software zoom of the three slices, 1..16: each shows a field 1/Zoom "
-                          "as wide about the point where they cross, sampled Zoom times finer, "
-                          "image size unchanged")
-    Energy = pvproperty(value=20.0, record="ao", units="keV", precision=2,
-                        doc="X-ray energy for phase retrieval [keV]")
-    Distance = pvproperty(value=50.0, record="ao", units="mm", precision=2,
-                          doc="sample-detector distance for phase retrieval [mm]")
-    Alpha = pvproperty(value=0.0, record="ao", precision=5,
-                       doc="Paganin regularisation on tomopy's retrieve_phase scale; 0 turns "
-                           "phase retrieval off")
-    PixelSize = pvproperty(value=1.0, record="ao", units="um", precision=3,
-                           doc="detector pixel size at the sample [um]")
-
-    #: Closed ranges of the float parameters; the last item says whether the low end is open.
-    LIMITS: Mapping[str, tuple[float, float, bool]] = {
-        "RotX": (-180.0, 180.0, False), "RotY": (-180.0, 180.0, False),
-        "RotZ": (-180.0, 180.0, False), "Energy": (0.0, 1000.0, True),
-        "Distance": (0.0, 1.0e5, False), "Alpha": (0.0, 1.0e3, False),
-        "PixelSize": (0.0, 1.0e4, True), "CenterTweak": (0.0, 1.0e4, False),
-        "Zoom": (1.0, 16.0, False),
-    }
+    FilterType = _choice("Parzen", FILTER_NAMES, "filter of the filtered backprojection")
+    Dezinger = _choice("None", DEZINGER_TYPES, "zinger removal: 0 None, 1 Radius 2, 2 Radius 3, "
+                                               "3 Radius 4 (median radius [pixels])")
+    RingRemoval = _choice("None", RING_REMOVAL_TYPES, "ring artefact removal")
+    OrthoX = _position("column of the X slice [pixels]; 0..width-1")
+    OrthoY = _position("column of the Y slice [pixels]; 0..width-1")
+    OrthoZ = _position("detector row of the Z slice [pixels]; 0..height-1")
+    RotX = _turn("turn of the X slice about the rotation axis")
+    RotY = _turn("turn of the Y slice about the rotation axis")
+    RotZ = _turn("tilt of the Z slice about the y direction")
+    Zoom = _limited(1.0, 1.0, 16.0, "software zoom of the three slices, 1..16: each shows a field "
+                    "1/Zoom as wide about the point where they cross, sampled Zoom times finer, "
+                    "image size unchanged", precision=2)
+    Energy = _limited(20.0, 0.0, 1000.0, "X-ray energy for phase retrieval [keV]", open_low=True,
+                      units="keV", precision=2)
+    Distance = _limited(50.0, 0.0, 1.0e5, "sample-detector distance for phase retrieval [mm]",
+                        units="mm", precision=2)
+    Alpha = _limited(0.0, 0.0, 1.0e3, "Paganin regularisation on tomopy's retrieve_phase scale; "
+                     "0 turns phase retrieval off", precision=5)
+    PixelSize = _limited(1.0, 0.0, 1.0e4, "detector pixel size at the sample [um]", open_low=True,
+                         units="um", precision=3)
 
     @Center.putter
     async def Center(self, instance, value):
@@ -191,28 +226,6 @@ class ReconParams(Part):
         high = float(width - 1) if width else math.inf
         value, message = _clamp("Center", value, 0.0, high)
         return await self._accept("Center", value, message)
-
-    async def _bounded(self, instance, value):
-        suffix = instance.pvspec.name
-        low, high, open_low = self.LIMITS[suffix]
-        try:
-            value = _finite(suffix, value)
-        except BadParameter as exc:
-            await self._refuse(str(exc))
-        if open_low and value <= low:
-            await self._refuse(f"{suffix}={value:g} must be > {low:g}: refused")
-        value, message = _clamp(suffix, value, low, high)
-        return await self._accept(suffix, value, message)
-
-    RotX.putter(_bounded)
-    RotY.putter(_bounded)
-    RotZ.putter(_bounded)
-    Zoom.putter(_bounded)
-    Energy.putter(_bounded)
-    Distance.putter(_bounded)
-    Alpha.putter(_bounded)
-    PixelSize.putter(_bounded)
-    CenterTweak.putter(_bounded)
 
     async def _tweak(self, instance, value, sign: float):
         """Any write processes the record; like a calcout, its value becomes the result."""
@@ -227,26 +240,3 @@ class ReconParams(Part):
     @CenterTweakDown.putter
     async def CenterTweakDown(self, instance, value):
         return await self._tweak(instance, value, -1.0)
-
-    async def _enum(self, instance, value):
-        suffix = instance.pvspec.name
-        if value not in instance.enum_strings or value == "":
-            shown = instance.enum_strings.index(value) if value == "" else repr(value)
-            await self._refuse(f"{suffix}={shown} is not one of "
-                               f"{[s for s in instance.enum_strings if s]}: refused")
-        return await self._accept(suffix, value)
-
-    FilterType.putter(_enum)
-    Dezinger.putter(_enum)
-    RingRemoval.putter(_enum)
-
-    async def _ortho(self, instance, value):
-        suffix = instance.pvspec.name
-        size = self.parent.frame_height if suffix == "OrthoZ" else self.parent.frame_width
-        high = float(size - 1) if size else float(2**31 - 1)
-        new, message = _clamp(suffix, float(value), 0.0, high)
-        return await self._accept(suffix, int(new), message)
-
-    OrthoX.putter(_ortho)
-    OrthoY.putter(_ortho)
-    OrthoZ.putter(_ortho)
