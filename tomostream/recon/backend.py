@@ -67,6 +67,15 @@ class Backend(abc.ABC):
         """A zeroed 1-element counter of non-finite pixels, on the device."""
         return self.xp.zeros(1, dtype=self.counter_dtype)
 
+    def rescue(self, a) -> np.ndarray | None:
+        """A host copy of ``a``; None for None, or when the device no longer answers."""
+        if a is None:
+            return None
+        try:
+            return np.array(self.to_host(a))
+        except self.failures:
+            return None
+
     @abc.abstractmethod
     def to_host(self, a) -> np.ndarray:
         """``a`` as a NumPy array."""

@@ -1,7 +1,8 @@
 """``OrthoReconstructor``: three orthogonal slices kept reconstructed from the last 180 degrees.
 
-Per frame: dark/flat normalisation, optional dezinger and Paganin phase retrieval, ``-log``,
-optional ring removal (:mod:`.rings`), row filtering; the filtered frame goes into the slot of
+Per frame (:mod:`.pipeline`): dark/flat normalisation, optional dezinger and Paganin phase
+retrieval, ``-log``, optional ring removal (:mod:`.rings`), row filtering, on the backend's
+device (:mod:`.backend`: NumPy/numba or CuPy); the filtered frame goes into the slot of
 its angle modulo 180 degrees (one frame per slot, a newer frame replaces the older).
 Unnormalised slice sums (:mod:`.slices`) are updated by subtracting the replaced frame's
 backprojection and adding the new one's (work per frame, not per buffer); the slices are those
@@ -152,22 +153,17 @@ class OrthoReconstructor:
             return
         if be.name == "numpy":
             raise exc
-        host = {}
-        for name, a in (("raw", self._raw), ("dark", self._pipe.dark), ("flat", self._pipe.flat),
-                        ("bad", self._bad)):
-            try:
-                host[name] = None if a is None else np.array(be.to_host(a))
-            except be.failures:                       # the device no longer answers
-                host[name] = None
+        raw, dark, flat, bad = (be.rescue(a) for a in (self._raw, self._pipe.dark, self._pipe.flat,
+                                                        self._bad))
         self._allocate(self._fallback_backend(be, exc, doing))
-        if host["raw"] is None:
+        if raw is None:
             self._angle[:] = np.nan                  # the frames are lost with the device
         else:
-            self._raw = host["raw"]
-        if host["dark"] is not None and host["flat"] is not None:
-            self._pipe.dark, self._pipe.flat = host["dark"], host["flat"]
-        if host["bad"] is not None:
-            self._bad[:] = host["bad"].astype(np.int64)
+            self._raw = raw
+        if dark is not None and flat is not None:
+            self._pipe.dark, self._pipe.flat = dark, flat
+        if bad is not None:
+            self._bad[:] = bad.astype(np.int64)
         self._stale_processing = True
         self._stale_sums = True
 
