@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from tomostream.recon import OrthoReconstructor
+from tomostream.recon.backend import BACKENDS
 from tomostream.recon.phantom import default_phantom, reach
 from tomostream.sim.detector import DetectorOptions, FrameSource
 
@@ -62,7 +63,7 @@ def measure(n: int, projections: int, center: float, backend: str, repeats: int)
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
+    ap.add_argument("--backend", default="numpy", choices=BACKENDS)
     ap.add_argument("--size", nargs=2, type=int, action="append", metavar=("N", "PROJECTIONS"),
                     help="detector side [pixels] and projections per 180 degrees")
     ap.add_argument("--repeats", type=int, default=10)

@@ -52,26 +52,27 @@ def _best(fn, repeats: int, sync) -> float:
 def pieces(n: int, nz: int, p: int, backend: str, batch: int, repeats: int) -> dict:
     """Seconds of each part of the ring-removal work for one push of ``batch`` frames."""
     rec, frames = _filled(n, nz, p, backend, batch, "fw")
-    be, est = rec._be, rec._rings
+    be, pipe = rec.compute_backend, rec.pipeline
+    est = pipe.stripes
     dev = be.asarray(frames)
     slots = np.arange(batch)
-    occupied = ~np.isnan(rec._angle)
+    occupied = rec.occupied
     old = be.asarray(slots.astype(np.int32))
-    bad = be.xp.zeros_like(rec._bad)
-    key = (rec.params, rec._dark, rec._flat)
-    out = rec._absorption(dev, bad)
+    bad = be.counter()
+    key = pipe.key(rec.params)
+    out = pipe.absorption(dev, rec.params, bad)
 
     def absorption(mean):
-        return rec._absorption(mean, bad)
+        return pipe.absorption(mean, rec.params, bad)
 
     def track():                           # a batch in, the frames it replaces out
-        est.track(rec._raw, occupied, slots, old, dev)
+        est.track(rec.raw_frames, occupied, slots, old, dev)
 
     def estimate():
-        est._cache = None                  # made again, as once 1/32 of the buffer is new
+        est.forget()                       # made again, as once 1/32 of the buffer is new
         est.profile(absorption, key)
 
-    with rec._stream:
+    with rec.stream:
         t_track = _best(track, repeats, rec.synchronize)
         t_estimate = _best(estimate, repeats, rec.synchronize)
         t_subtract = _best(lambda: est.subtract(out, absorption, key), repeats, rec.synchronize)
@@ -93,7 +94,7 @@ def rate(n: int, nz: int, p: int, backend: str, batch: int, seconds: float, roun
         for mode in best:
             rec, frames = _filled(n, nz, p, backend, batch, mode)
             fps, _ = incremental_rate(rec, frames, seconds)
-            assert not rec._stale_processing and not rec._stale_sums   # every push incremental
+            assert rec.up_to_date                                      # every push incremental
             best[mode] = max(best[mode], fps)
     return {"incremental_fps_none": round(best["none"], 1), "incremental_fps_fw": round(best["fw"], 1),
             "per_frame_fw_minus_none_s": round(1 / best["fw"] - 1 / best["none"], 6)}

@@ -39,6 +39,7 @@ apply_env(loopback_env(ca_ports=(SIM_PORT, STREAM_PORT)))
 
 import epics  # noqa: E402
 
+from tomostream.recon.backend import BACKENDS  # noqa: E402
 from tomostream.server import StreamServer  # noqa: E402
 from tomostream.server.stream_server import FRAME_TYPE_WINDOW  # noqa: E402
 from tomostream.sim.cli import spawn  # noqa: E402
@@ -149,7 +150,7 @@ def run_size(size: int, args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
+    parser.add_argument("--backend", default="numpy", choices=BACKENDS)
     parser.add_argument("--step", type=float, default=0.5, help="degrees per frame [%(default)s]")
     parser.add_argument("--start-rate", type=float, default=20.0, help="first frames/s tried")
     parser.add_argument("--max-rate", type=float, default=5000.0)

@@ -234,13 +234,15 @@ def soak(server, sim_prefix: str, frames: int, *, sim_pid: int | None = None, wa
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tomostream.recon.backend import BACKENDS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000, help="projections [%(default)s]")
     parser.add_argument("--size", type=int, default=512, help="frame side [pixels] [%(default)s]")
     parser.add_argument("--fps", type=float, default=60.0,
                         help="detector rate [%(default)s: the most two cores took without a drop]")
     parser.add_argument("--step", type=float, default=0.5, help="degrees per frame [%(default)s]")
-    parser.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
+    parser.add_argument("--backend", default="numpy", choices=BACKENDS)
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up fraction [%(default)s]")
     parser.add_argument("--period", type=float, default=1.0, help="sampling period [s]")
     args = parser.parse_args(argv)

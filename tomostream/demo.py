@@ -121,6 +121,8 @@ def _progress(name: str, doc: dict) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .recon.backend import BACKENDS
+
     parser = argparse.ArgumentParser(
         prog="tomostream demo",
         description="Simulated beamline + stream server + embedded catalog, then "
@@ -135,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="relative change of the slices that triggers a capture")
     parser.add_argument("--num-capture", type=int, default=60, help="frames saved after the trigger")
     parser.add_argument("--pre-count", type=int, default=30, help="frames saved from before the trigger")
-    parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--prefix", default="demo:", help="PV prefix root of the simulated beamline")
     return parser
 

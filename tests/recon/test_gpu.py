@@ -62,7 +62,7 @@ def test_ring_removal_frame_by_frame_equals_numpy(phantom, dtype):
             a, b = cpu.image(), gpu.image()
             np.testing.assert_allclose(b, a, atol=1e-4 * np.abs(a).max(), err_msg=f"after frame {k}")
     assert gpu.stats == cpu.stats and cpu.stats["reprocessed"] > 0
-    np.testing.assert_allclose(gpu._rings._sum.get(), cpu._rings._sum, rtol=1e-12)
+    np.testing.assert_allclose(gpu.pipeline.stripes.total.get(), cpu.pipeline.stripes.total, rtol=1e-12)
 
 
 def test_incremental_equals_rebuild_on_gpu(phantom):

@@ -120,9 +120,8 @@ def test_the_running_sum_holds_exactly_the_buffered_frames(miscalibrated):
     rng = np.random.default_rng(1)
 
     def check():
-        occupied = ~np.isnan(rec._angle)
-        expected = rec._raw[occupied].sum(axis=0, dtype=np.float64)
-        np.testing.assert_array_equal(rec._rings._sum, expected)
+        expected = rec.raw_frames[rec.occupied].sum(axis=0, dtype=np.float64)
+        np.testing.assert_array_equal(rec.pipeline.stripes.total, expected)
 
     for _ in range(6):                                   # random batches: new slots and replacements
         pick = rng.choice(ANGLES.size, 17, replace=False)
@@ -132,7 +131,7 @@ def test_the_running_sum_holds_exactly_the_buffered_frames(miscalibrated):
     rec.push(miscalibrated.frames[:5], ANGLES[:5])      # after a reset: only the new frames
     check()
     rec.push(miscalibrated.frames[5:9].astype(np.float32), ANGLES[5:9])   # uint16 -> float32 buffer
-    assert rec._raw.dtype == np.float32
+    assert rec.raw_frames.dtype == np.float32
     check()
     rec.set_params(ring_removal="none")                 # frames replaced while it is off
     rec.push(miscalibrated.frames[P:P + 9].astype(np.float32), ANGLES[P:P + 9])
@@ -180,4 +179,4 @@ def test_the_estimate_is_made_again_once_a_thirty_second_of_the_buffer_is_new(mi
     for frame, angle in zip(miscalibrated.frames[P:P + 40], ANGLES[P:P + 40], strict=True):
         rec.push(frame, [angle])
     assert len(made) == 40 // int(np.ceil(P * rings.REFRESH))     # every 4th frame of 120
-    assert not rec._stale_processing                              # a full buffer: no re-processing
+    assert rec.up_to_date                                         # a full buffer: no re-processing

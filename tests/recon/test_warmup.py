@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tomostream.recon import _cpu_kernels
-from tomostream.recon.reconstructor import FRAME_DTYPES
+from tomostream.recon.inputs import FRAME_DTYPES
 from tomostream.recon.warmup import warm_up
 
 

@@ -69,7 +69,7 @@ def test_ring_removal_survives_the_move_to_the_cpu(frames):
     assert rec.backend == "numpy"
     image = rec.image()
     assert rec.filled == P
-    np.testing.assert_array_equal(rec._rings._sum, data.sum(axis=0, dtype=np.float64))
+    np.testing.assert_array_equal(rec.pipeline.stripes.total, data.sum(axis=0, dtype=np.float64))
     want = OrthoReconstructor(N, NZ, P, backend="numpy")
     want.push(data, angles)
     want.set_params(ring_removal="fw")
@@ -97,7 +97,7 @@ def test_cpu_out_of_memory_is_not_hidden(frames, monkeypatch):
     def no_memory(*args):
         raise MemoryError("host out of memory")
 
-    monkeypatch.setattr(rec._be.kernels, "preprocess", no_memory)
+    monkeypatch.setattr(rec.compute_backend.kernels, "preprocess", no_memory)
     with pytest.raises(MemoryError, match="host out of memory"):
         rec.push(*frames)
 

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from tomostream.recon import OrthoReconstructor
+from tomostream.recon.backend import BACKENDS
 
 
 def _host_frames(backend: str, k: int, nz: int, n: int, seed: int = 0) -> np.ndarray:
@@ -80,7 +81,7 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
     fps, pushed = incremental_rate(rec, frames, seconds)
     stale = rec._stale_sums                                 # must be False: every push was incremental
     return {
-        "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec._be.device,
+        "size": f"{n}x{nz}x{p}", "zoom": zoom, "backend": rec.backend, "device": rec.compute_backend.device,
         "batch": batch,
         "fill_s": round(fill_s, 4), "full_rebuild_s": round(min(times), 5),
         "full_rebuild_median_s": round(float(np.median(times)), 5),
@@ -92,7 +93,7 @@ def measure(n: int, nz: int, p: int, backend: str = "auto", batch: int = 32, reb
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tomostream bench``."""
     ap = argparse.ArgumentParser(prog="tomostream bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
+    ap.add_argument("--backend", default="auto", choices=BACKENDS)
     ap.add_argument("--size", nargs=3, type=int, action="append", metavar=("N", "NZ", "P"),
                     help="detector width, height and buffer size (repeatable; default 256 256 180)")
     ap.add_argument("--batch", type=int, default=32, help="frames per push")

@@ -157,6 +157,16 @@ class StripeEstimate:
         """Frames in the sum."""
         return int(self._in_sum.sum())
 
+    @property
+    def total(self):
+        """The running sum ``(nz, n)`` float64 [counts] of the frames in it, on the device: to
+        read, never to write."""
+        return self._sum
+
+    def forget(self) -> None:
+        """Have the estimate made again at its next use (:meth:`profile`)."""
+        self._cache = None
+
     def sync(self, raw, occupied: np.ndarray) -> None:
         """Count the sum again over the ``occupied`` slots of ``raw`` (a pass over the buffer:
         it may have changed while ring removal was off); say the whole buffer is about to be
@@ -176,7 +186,7 @@ class StripeEstimate:
             self._sum += _frame_sum(raw[idx], self.xp)
         self._in_sum[:] = occupied
         self._basis = self.count
-        self._cache = None              # the whole buffer is corrected with an estimate made now
+        self.forget()                   # the whole buffer is corrected with an estimate made now
 
     def track(self, raw, occupied: np.ndarray, slots: np.ndarray, old_slots, frames) -> bool:
         """Account for ``frames`` entering ``slots`` (call before they overwrite ``raw``).

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from tomostream.recon.reconstructor import FRAME_DTYPES, OrthoReconstructor
+from tomostream.recon.inputs import FRAME_DTYPES
+from tomostream.recon.reconstructor import OrthoReconstructor
 
 #: Size of the frames the kernels are compiled on [pixels]: small, work is negligible.
 WIDTH, HEIGHT = 16, 8
