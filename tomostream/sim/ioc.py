@@ -84,6 +84,13 @@ class _Part(PVGroup):
     def controller(self) -> Controller:
         return self.parent.controller
 
+    async def _keep(self, instance, value, why: str):
+        """A put to a record the simulator fixes: refused (saying ``why``) unless unchanged."""
+        if value != instance.value:
+            await self._refuse(f"{instance.pvspec.name}{why.format(value=value, fixed=instance.value)}: "
+                               f"refused")
+        return value
+
     async def _busy(self, instance, start):
         """Run a busy command: show it active, await the controller's future, complete."""
         try:
@@ -225,10 +232,7 @@ class Files(_Part):
         return value
 
     async def _fixed(self, instance, value):
-        if value != instance.value:
-            await self._refuse(f"{instance.pvspec.name}={value!r}: the simulator always writes "
-                               f"{instance.value!r}: refused")
-        return value
+        return await self._keep(instance, value, "={value!r}: the simulator always writes {fixed!r}")
 
     HDF5ProjectionLocation.putter(_fixed)
     HDF5DarkLocation.putter(_fixed)
@@ -312,10 +316,7 @@ class Stream(_Part):
         return "Done"
 
     async def _fixed(self, instance, value):
-        if value != instance.value:
-            await self._refuse(f"{instance.pvspec.name} is fixed by the detector configuration "
-                               f"({instance.value!r}): refused")
-        return value
+        return await self._keep(instance, value, " is fixed by the detector configuration ({fixed!r})")
 
     PvaStreamPVPrefix.putter(_fixed)
     PvaPluginPVPrefix.putter(_fixed)
