@@ -71,7 +71,9 @@ def test_every_setting_writable_once(ca, sim, tmp_path):
     ("FileName", "../escape", "FileName='../escape'"),
     ("FileName", "/etc/passwd", "absolute"),
     ("FrameType", "DarkField", "FrameType"),
-    ("PvaPluginPVPrefix", "other:", "PvaPluginPVPrefix"),
+    ("PvaPluginPVPrefix", "other:", "PvaPluginPVPrefix is fixed by the detector configuration"),
+    ("HDF5ProjectionLocation", "/exchange/other",
+     "HDF5ProjectionLocation='/exchange/other': the simulator always writes '/exchange/data'"),
 ])
 def test_bad_puts_refused_with_message(ca, suffix, value, words):
     before = ca.get(suffix)
