@@ -7,7 +7,6 @@ import mmap
 import os
 import signal
 import socket
-import threading
 
 import numpy as np
 import pytest
@@ -16,16 +15,10 @@ from helpers import pixels, wait_until
 from tomostream.errors import BadParameter
 from tomostream.pva import receive_process as rp
 from tomostream.pva.ntnda import to_ntnda
-from tomostream.pva.receive_process import (
-    MIN_SLOTS,
-    ProcessImageSubscriber,
-    _Inbox,
-    _Ring,
-    _RingWriter,
-    _send,
-    ring_slots,
-)
+from tomostream.pva.receive_process import ProcessImageSubscriber, _RingWriter
+from tomostream.pva.ring import MIN_SLOTS, Ring, ring_slots
 from tomostream.pva.shm import SHM_DIR
+from tomostream.pva.wire import Fatal, FrameIn, Inbox, State, Wire
 
 START = 30.0   # a child starts Python, NumPy and pvapy: seconds on a busy machine
 
@@ -59,17 +52,29 @@ def _subscribe(image, **kw) -> ProcessImageSubscriber:
 # -- pieces ------------------------------------------------------------------------------------
 def test_inbox_takes_messages_out_of_any_split_of_the_stream():
     a, b = socket.socketpair()
-    lock = threading.Lock()
-    messages = [("frame", 0, k, k, 1.5, 2.5, {"received": k}, True) for k in range(50)]
+    messages = [FrameIn(0, k, k, 1.5, 2.5, {"received": k}, True) for k in range(50)]
+    wire = Wire(a)
     for m in messages:
-        _send(a, lock, m)
+        wire.send(m)
     data = b.recv(1 << 20)
-    inbox, got = _Inbox(), []
+    inbox, got = Inbox(), []
     for k in range(0, len(data), 7):        # pieces that cut headers and bodies
         got += inbox.feed(data[k:k + 7])
-    assert got == messages
+    assert got == messages and all(type(m) is FrameIn for m in got)
     a.close()
     b.close()
+
+
+def test_a_wire_says_when_the_other_end_has_gone():
+    a, b = socket.socketpair()
+    mine = Wire(a)
+    assert mine.receive(0.0) == []                      # nothing yet: no wait
+    Wire(b).send(State({}, False, None, "hello"))
+    assert mine.receive(10.0) == [State({}, False, None, "hello")]
+    b.close()
+    with pytest.raises(EOFError):
+        mine.receive(10.0)
+    a.close()
 
 
 def test_ring_slots_follow_the_budget():
@@ -80,9 +85,9 @@ def test_ring_slots_follow_the_budget():
 
 
 def test_a_slot_is_free_again_only_when_every_view_of_its_frame_is_gone():
-    ring = _Ring.create(0, (4, 6), np.uint16, 2)
+    ring = Ring.create(0, (4, 6), np.uint16, 2)
     try:
-        other = _Ring.attach(0, ring.path, (4, 6), np.uint16, 2)
+        other = Ring.attach(0, ring.path, (4, 6), np.uint16, 2)
         first, second = ring.take(), ring.take()
         assert (first, second) == (0, 1) and ring.take() is None
         ring.write(first, np.full((4, 6), 7, np.uint16))
@@ -99,7 +104,7 @@ def test_a_slot_is_free_again_only_when_every_view_of_its_frame_is_gone():
 
 
 def test_a_ring_takes_memory_only_as_its_slots_are_used():
-    ring = _Ring.create(0, (512, 1024), np.uint16, 64)       # 64 MiB of slots
+    ring = Ring.create(0, (512, 1024), np.uint16, 64)       # 64 MiB of slots
     try:
         used = lambda: os.stat(ring.path).st_blocks * 512  # noqa: E731
         assert used() < 1 << 20
@@ -243,8 +248,8 @@ class _Writer:
     def __init__(self, image, slots: int = 16):
         self.mine, self.theirs = socket.socketpair()
         self.theirs.settimeout(START)
-        self.inbox, self.messages = _Inbox(), []
-        self.writer = _RingWriter(image.name, self.mine, monitor_queue=4, slots=slots,
+        self.inbox, self.messages = Inbox(), []
+        self.writer = _RingWriter(image.name, Wire(self.mine), monitor_queue=4, slots=slots,
                                   ring_bytes=1 << 20, last_id=None)
 
     def wait(self, predicate, what: str) -> list:
@@ -279,8 +284,8 @@ def test_no_room_for_a_ring_is_reported_to_the_parent(writer, monkeypatch):
     monkeypatch.setattr(os, "posix_fallocate", full)
     writer.writer.start()
     assert writer.writer.gave_up.wait(10.0)
-    fatal, = writer.wait(lambda ms: any(m[0] == "fatal" for m in ms), "fatal message")
-    assert fatal[1].startswith("no room for a 4 kB ring of 16 frames 12x8 in /dev/shm")
+    fatal, = writer.wait(lambda ms: any(type(m) is Fatal for m in ms), "fatal message")
+    assert fatal.reason.startswith("no room for a 4 kB ring of 16 frames 12x8 in /dev/shm")
     assert writer.writer.counters["received"] == 0
 
 
@@ -297,23 +302,23 @@ def test_a_ring_goes_on_with_the_slots_it_found_room_for(writer, image, monkeypa
 
     monkeypatch.setattr(os, "posix_fallocate", room_for_two)
     writer.writer.start()
-    frames = lambda ms: [m for m in ms if m[0] == "frame"]  # noqa: E731
+    frames = lambda ms: [m for m in ms if type(m) is FrameIn]  # noqa: E731
+    fewer = lambda m: type(m) is State and m.text and "fewer frames" in m.text  # noqa: E731
     writer.wait(lambda ms: len(frames(ms)) >= 1, "the first frame")       # uid 0, slot 0
     image(1)
     writer.wait(lambda ms: len(frames(ms)) >= 2, "the second frame")      # slot 1
     image(2)                                                               # no room: dropped
     # the thread that reserves slots ahead of use may find the lack of room (and report it)
     # before the frame that needs slot 2 arrives: wait for both
-    writer.wait(lambda ms: any(m[0] == "state" and m[4] and "fewer frames" in m[4] for m in ms),
-                "the report of too little room")
+    writer.wait(lambda ms: any(fewer(m) for m in ms), "the report of too little room")
     wait_until(lambda: writer.writer.counters["dropped"] == 1, START,
                lambda: f"frame 2 dropped: {writer.writer.counters}")
-    assert [m[2] for m in frames(writer.messages)] == [0, 1]
+    assert [m.unique_id for m in frames(writer.messages)] == [0, 1]
     assert not writer.writer.gave_up.is_set()
     writer.writer._ring.states[0] = 0        # the parent releases the first frame
     image(3)
     writer.wait(lambda ms: len(frames(ms)) >= 3, "a frame in the released slot")
     last = frames(writer.messages)[-1]
-    assert (last[2], last[3]) == (0, 3)      # slot 0, uniqueId 3
-    reported = [m for m in writer.messages if m[0] == "state" and m[4] and "fewer" in m[4]]
-    assert len(reported) == 1 and "no room for a 4 kB ring of 16 frames 12x8" in reported[0][4]
+    assert (last.slot, last.unique_id) == (0, 3)
+    reported = [m for m in writer.messages if fewer(m)]
+    assert len(reported) == 1 and "no room for a 4 kB ring of 16 frames 12x8" in reported[0].text

@@ -151,12 +151,12 @@ class _DeafChannel:
 
 
 def test_a_value_shows_the_connection_whose_callback_was_missed(channels, unique_prefix, monkeypatch):
-    from tomostream.pva import subscriber
+    from tomostream.pva import monitor
 
     name = unique_prefix + "Image"
     channels.add(name, _frame(0))
     status: list[str] = []
-    monkeypatch.setattr(subscriber.pva, "Channel", _DeafChannel)
+    monkeypatch.setattr(monitor.pva, "Channel", _DeafChannel)
     with ImageSubscriber(name, on_status=status.append) as sub:
         assert sub.wait_connected(5.0)
         assert sub.get(5.0).unique_id == 0
@@ -246,7 +246,7 @@ def test_subscriber_started_before_the_server(unique_prefix, wait):
 def test_a_search_left_unanswered_is_renewed(channels, unique_prefix, monkeypatch, wait):
     """The first search is never answered (as seen for 20-50 s on loopback at times): the
     subscriber searches anew, connects and receives."""
-    from tomostream.pva import subscriber
+    from tomostream.pva import monitor
 
     name = unique_prefix + "Image"
     channels.add(name, _frame(4))
@@ -257,8 +257,8 @@ def test_a_search_left_unanswered_is_renewed(channels, unique_prefix, monkeypatc
         made.append(wanted)
         return real(wanted if len(made) > 1 else unique_prefix + "Nobody")
 
-    monkeypatch.setattr(subscriber.pva, "Channel", channel)
-    monkeypatch.setattr(subscriber, "_RENEW_S", 0.5)
+    monkeypatch.setattr(monitor.pva, "Channel", channel)
+    monkeypatch.setattr(monitor, "_RENEW_S", 0.5)
     with ImageSubscriber(name) as sub:
         frame = sub.get(20.0)
         assert frame is not None and frame.unique_id == 4

@@ -28,10 +28,10 @@ import logging
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ..background import Background
 from ..errors import AutosaveError
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,7 @@ class Autosave:
         self.on_error = on_error
         self._saved: dict[str, str] | None = None
         self._last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._saver = Background()
 
     # -- restore ------------------------------------------------------------------------------
     def load(self) -> dict[str, object]:
@@ -230,21 +229,14 @@ class Autosave:
     # -- thread -------------------------------------------------------------------------------
     def start(self) -> Autosave:
         """Save from now on, every ``period`` seconds when something changed."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"autosave {self.group.prefix}",
-                                        daemon=True)
-        self._thread.start()
+        self._saver.start(self._run, f"autosave {self.group.prefix}")
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.period):
+        while not self._saver.stopping.wait(self.period):
             self.save()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop saving, after a last save of any change (idempotent)."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join(timeout)
-        self._thread = None
-        self.save()
+        if self._saver.stop(timeout):
+            self.save()

@@ -4,9 +4,9 @@ Turning a 2048^2 ortho image (50 MB of float32) into an NTNDArray copies it into
 pvapy allocates afresh for every update; pvapy holds the GIL while it does, and a block of
 that size comes straight from the kernel, page by page. On an H100 host that took 36 ms per
 update (13 ms with transparent huge pages), during which the stream server's worker and its
-image subscriber stood still. Here a child process (``python -m tomostream.pva.publish_process``)
-serves the channel: the server writes each image into one of two shared-memory buffers and
-sends a few bytes; the child draws the marker lines, encodes, posts and answers. The child
+image subscriber stood still. Here a child process (started by :mod:`.launcher`) serves the
+channel: the server writes each image into one of two shared-memory buffers and sends a few
+bytes (:mod:`.wire`); the child draws the marker lines, encodes, posts and answers. The child
 runs with glibc's huge-page malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc 2.35
 and later; ignored elsewhere).
 
@@ -24,25 +24,19 @@ import dataclasses
 import logging
 import mmap
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
-from ..childproc import popen_with_parent
 from ..errors import TomostreamError
 from . import shm
+from .launcher import Child, child_wire, launch
+from .wire import Close, Done, Forget, Map, Mapped, Publish, Ready
 
 log = logging.getLogger(__name__)
 
 #: Image buffers per publisher: one being filled while the other is published.
 SLOTS = 2
-#: Longest the start of the publishing process may take (Python, NumPy, pvapy) [s].
-START_TIMEOUT = 30.0
 #: glibc tunable that backs large malloc blocks with transparent huge pages.
 HUGETLB = "glibc.malloc.hugetlb=1"
 #: glibc mallopt parameters, and how much free heap the child keeps [bytes].
@@ -264,8 +258,7 @@ class ProcessPublisher:
         if not shm.available():
             raise TomostreamError(f"no {shm.SHM_DIR}: the slices cannot be published from a child "
                                   "process")
-        self._proc: subprocess.Popen | None = None
-        self._conn: Connection | None = None
+        self._child: Child | None = None
         self._buffers = _Buffers(shared=True)
         self._mapped: set[int] = set()   # slot ids the child has mapped
         self._jobs: dict[int, object] = {}  # slot id -> token, in flight
@@ -286,36 +279,16 @@ class ProcessPublisher:
     @property
     def pid(self) -> int | None:
         """Process id of the child (None before it starts)."""
-        return None if self._proc is None else self._proc.pid
+        return None if self._child is None else self._child.pid
 
     def _start(self) -> None:
-        parent, child = socket.socketpair()
-        try:
-            self._proc = popen_with_parent(
-                [sys.executable, "-m", "tomostream.pva.publish_process", str(child.fileno())],
-                pass_fds=(child.fileno(),), env=child_env())
-        except OSError as exc:
-            parent.close()
-            raise TomostreamError(f"cannot start the publishing process: {exc}") from exc
-        finally:
-            child.close()
-        self._conn = Connection(parent.detach())
-        self._mapped.clear()
+        child = launch(__name__, "_child_main", {}, who="publishing process", env=child_env())
         # wait for its PVA server: a start-up (a second of CPU) that ran on into the first
         # frames took CPU time from their reception and lost some
-        try:
-            ready = self._conn.poll(START_TIMEOUT) and self._conn.recv() == ("ready",)
-        except (EOFError, OSError):
-            ready = False
-        if not ready:
-            self._proc.kill()
-            code = self._proc.wait(5.0)
-            raise TomostreamError(f"the publishing process did not start within {START_TIMEOUT:.0f} s "
-                                  f"(exit code {code})")
-        log.info("slices published by process %d", self._proc.pid)
-
-    def _alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        child.wait_ready()
+        self._child = child
+        self._mapped.clear()
+        log.info("slices published by process %d", child.pid)
 
     def start(self) -> ProcessPublisher:
         """Start the child now (else the first :meth:`buffer` does) and return once it serves:
@@ -325,9 +298,10 @@ class ProcessPublisher:
         Raises
         ------
         TomostreamError
-            When the child cannot be started or does not answer within :data:`START_TIMEOUT`.
+            When the child cannot be started or does not answer within
+            :data:`~tomostream.pva.launcher.START_TIMEOUT`.
         """
-        if not self._alive():
+        if self._child is None or not self._child.alive:
             self._restart()
         return self
 
@@ -337,22 +311,20 @@ class ProcessPublisher:
         self.start()
         got = self._buffers.free(shape)
         for slot_id in self._mapped - {s.id for s in self._buffers.slots}:  # re-made buffers
-            self._send(("forget", slot_id))
+            self._send(Forget(slot_id))
             self._mapped.discard(slot_id)
         return got
 
     def _restart(self) -> None:
-        if self._proc is not None:
-            self._fail_jobs()
-            self._conn.close()
-            log.warning("publishing process ended (exit code %s): starting another",
-                        self._proc.returncode)
+        if self._child is not None:
+            code = self._fail_jobs()
+            log.warning("publishing process ended (exit code %s): starting another", code)
             self._buffers.close()  # their files are unlinked: the next child gets new ones
         self._start()
 
-    def _send(self, message) -> None:
+    def _send(self, message: tuple) -> None:
         try:
-            self._conn.send(message)
+            self._child.wire.send(message)
         except OSError as exc:  # the child has gone: the next buffer() restarts it
             log.warning("publishing process unreachable: %s", exc)
 
@@ -367,24 +339,23 @@ class ProcessPublisher:
         """
         buf = self._buffers.get(slot)
         if slot not in self._mapped:
-            self._send(("map", slot, buf.path, buf.shape))
+            self._send(Map(slot, buf.path, buf.shape))
             self._mapped.add(slot)
         buf.busy = True
         self._jobs[slot] = token
         markers = None if markers is None else tuple(int(m) for m in markers)
-        self._send(("publish", slot, name, markers, n, nz, self.unique_ids.get(name), line_value))
+        self._send(Publish(slot, name, markers, n, nz, self.unique_ids.get(name), line_value))
 
     def results(self, timeout: float = 0.0) -> list[Published]:
         """Publications finished since the last call; waits up to ``timeout`` [s] for one when
         some are in flight."""
-        if self._conn is not None and self._jobs:
+        if self._child is not None and self._jobs:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    ready = wait([self._conn], max(deadline - time.monotonic(), 0.0))
-                    while ready and self._conn.poll():
-                        self._receive(self._conn.recv())
-                except (EOFError, OSError):
+                    for message in self._child.wire.receive(max(deadline - time.monotonic(), 0.0)):
+                        self._receive(message)
+                except EOFError:
                     self._fail_jobs()  # the next buffer() starts another child
                     break
                 if not self._jobs or self._done or time.monotonic() >= deadline:
@@ -392,85 +363,68 @@ class ProcessPublisher:
         done, self._done = self._done, []
         return done
 
-    def _fail_jobs(self) -> None:
-        """The child has gone: fail what it had (its buffers are free again)."""
-        try:
-            code = self._proc.wait(5.0)
-        except subprocess.TimeoutExpired:  # not gone after all, only unreachable
-            self._proc.kill()
-            code = self._proc.wait(5.0)
+    def _fail_jobs(self) -> int:
+        """The child has gone: fail what it had (its buffers are free again); its exit code."""
+        code = self._child.end()  # killed if not gone after all, only unreachable
         for slot_id, token in self._jobs.items():
             self._done.append(Published(token, None, time.time(), 0.0,
                                         f"publishing process ended (exit code {code})"))
             self._buffers.get(slot_id).busy = False
         self._jobs.clear()
+        return code
 
-    def _receive(self, message) -> None:
-        kind, slot = message[0], message[1]
-        if kind == "mapped":
-            self._buffers.get(slot).unlink()  # the child holds the mapping: no name needed
+    def _receive(self, message: Mapped | Done) -> None:
+        if isinstance(message, Mapped):
+            self._buffers.get(message.slot).unlink()  # the child holds the mapping: no name needed
             return
-        token = self._jobs.pop(slot)
-        self._buffers.get(slot).busy = False
-        _, _, name, uid, posted, seconds, error = message
-        if uid is not None:
-            self.unique_ids[name] = uid
-        self._done.append(Published(token, uid, posted, seconds, error))
+        token = self._jobs.pop(message.slot)
+        self._buffers.get(message.slot).busy = False
+        if message.unique_id is not None:
+            self.unique_ids[message.name] = message.unique_id
+        self._done.append(Published(token, message.unique_id, message.time, message.seconds,
+                                    message.error))
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop serving (the child removes its channel and ends) and free the buffers."""
-        if self._proc is not None:
-            self._send(("close",))
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5.0)
-            self._conn.close()
-            self._proc = None
+        if self._child is not None:
+            self._send(Close())
+            self._child.end(timeout)
+            self._child = None
         self._jobs.clear()
         self._buffers.close()
 
 
-def _child_main(fd: int) -> int:  # pragma: no cover - runs in the child process
-    """Serve publications sent over ``fd`` until told to close or the parent goes away."""
+def _child_main(fd: int, config: dict) -> int:  # pragma: no cover - runs in the child process
+    """Serve publications sent over ``fd`` until told to close or the parent goes away
+    (``config``: nothing yet)."""
     from .server import PvaChannels
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the parent
+    wire = child_wire(fd)
     if not keep_freed_blocks():
         log.info("not glibc: each image is encoded into fresh memory")
-    conn = Connection(fd)
     channels = PvaChannels()
-    conn.send(("ready",))
     publishers: dict = {}
     images: dict[int, tuple[mmap.mmap, np.ndarray]] = {}
     try:
+        wire.send(Ready(os.getpid()))
         while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                return 0
-            kind = message[0]
-            if kind == "close":
-                return 0
-            if kind == "map":
-                _, slot, path, shape = message
-                mapped = shm.attach(path)
-                array = np.frombuffer(mapped, np.float32, int(np.prod(shape))).reshape(shape)
-                images[slot] = (mapped, array)
-                conn.send(("mapped", slot))
-            elif kind == "forget":
-                images.pop(message[1], None)
-            elif kind == "publish":
-                _, slot, name, markers, n, nz, last_uid, line_value = message
-                done = _publish(channels, publishers, name, images[slot][1], markers, n, nz,
-                                last_uid, None, line_value)
-                conn.send(("published", slot, name, done.unique_id, done.time, done.seconds,
-                           done.error))
+            for message in wire.receive(None):
+                match message:
+                    case Close():
+                        return 0
+                    case Map(slot, path, shape):
+                        mapped = shm.attach(path)
+                        array = np.frombuffer(mapped, np.float32, int(np.prod(shape))).reshape(shape)
+                        images[slot] = (mapped, array)
+                        wire.send(Mapped(slot))
+                    case Forget(slot):
+                        images.pop(slot, None)
+                    case Publish(slot, name, markers, n, nz, last_uid, line_value):
+                        done = _publish(channels, publishers, name, images[slot][1], markers, n, nz,
+                                        last_uid, None, line_value)
+                        wire.send(Done(slot, name, done.unique_id, done.time, done.seconds,
+                                       done.error))
+    except (EOFError, OSError):  # the parent has gone
+        return 0
     finally:
         channels.stop()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    logging.basicConfig(level=logging.WARNING)
-    sys.exit(_child_main(int(sys.argv[1])))

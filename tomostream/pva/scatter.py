@@ -7,8 +7,9 @@ more together (docs/benchmarks.md). A detector that must go faster spreads its f
 several NDPluginPva plugins: areaDetector's NDPluginScatter hands each frame to the next
 plugin with room, so each plugin's channel carries about one frame in N, over a connection of
 its own. :class:`ScatterSubscriber` receives those channels (each in a process of its own,
-:mod:`.receive_process`, where it can) into one frame queue, and counts uniqueIds over the
-whole stream with one :class:`~tomostream.pva.ledger.IdLedger`.
+:mod:`.receive_process`, where it can: :class:`~tomostream.pva.stream.FallbackStream`) into one
+frame queue, and counts uniqueIds over the whole stream with one
+:class:`~tomostream.pva.ledger.IdLedger`.
 
 The plugins are named as areaDetector's startup scripts name them: their prefixes count up
 from the first one's number (``2bmSP1:Pva1:``, ``2bmSP1:Pva2:``, ...), see
@@ -18,18 +19,15 @@ from the first one's number (``2bmSP1:Pva1:``, ``2bmSP1:Pva2:``, ...), see
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 from ..errors import BadParameter
 from ..vocabulary import MAX_PLUGINS
 from .ledger import IdLedger
-from .receive_process import RING_BYTES, start_image_subscriber
-from .subscriber import FrameQueue, report
-
-#: How often failed receiving processes are looked for [s].
-_WATCH_S = 0.2
+from .frame_queue import FrameQueue
+from .ring import RING_BYTES
+from .stream import FallbackStream, summed
 
 _LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
 
@@ -62,10 +60,8 @@ def plugin_prefixes(prefix: str, count: int) -> list[str]:
 class ScatterSubscriber(FrameQueue):
     """Frames of one stream spread over several NTNDArray channels, in one queue.
 
-    It has the interface of :class:`~tomostream.pva.subscriber.ImageSubscriber`: :meth:`get`,
-    :meth:`drain`, ``queued``, ``counters``, ``connected``, :meth:`wait_connected`,
-    ``last_unique_id``. Frames come in the order they arrive, which across channels is nearly,
-    not exactly, the order of their uniqueIds.
+    It is an :class:`~tomostream.pva.stream.ImageStream`. Frames come in the order they
+    arrive, which across channels is nearly, not exactly, the order of their uniqueIds.
 
     Parameters
     ----------
@@ -78,10 +74,9 @@ class ScatterSubscriber(FrameQueue):
     on_status : callable, optional
         ``on_status(text)``: the channels' reports, and the fall-backs below.
     process : bool
-        Receive each channel in a child process
-        (:class:`~tomostream.pva.receive_process.ProcessImageSubscriber`); a channel
-        whose process fails (or cannot start) is received in this process instead, and the
-        others go on.
+        Receive each channel in a child process where it can be
+        (:class:`~tomostream.pva.stream.FallbackStream`): a channel whose process fails (or
+        cannot start) is received in this process instead, and the others go on.
     ring_bytes : int
         Most shared memory each receiving process's ring takes [bytes].
     last_unique_id : int, optional
@@ -93,16 +88,12 @@ class ScatterSubscriber(FrameQueue):
         The channels, comma-separated (for messages, and to compare with another set).
     counters : dict of str to int
         Those of :class:`~tomostream.pva.subscriber.ImageSubscriber`: ``received``,
-        ``dropped``, ``bad``, ... summed over the channels (and over receivers replaced);
+        ``dropped``, ``bad``, ... summed over the channels;
         ``lost``, ``repeated`` and ``restarts`` counted over the whole stream by
         :attr:`ledger`.
     ledger : IdLedger
         The stream's uniqueIds.
-    failed : None
-        Never set: a channel's receiving process that fails is replaced here.
     """
-
-    failed = None
 
     def __init__(self, channels: Sequence[str], queue_size: int = 32, *, monitor_queue: int = 100,
                  on_status: Callable[[str], None] | None = None, process: bool = True,
@@ -118,43 +109,30 @@ class ScatterSubscriber(FrameQueue):
         self.process = process
         self.ring_bytes = ring_bytes
         self.ledger = IdLedger(last_unique_id)
-        self._subs: list = []
-        self._retired: dict[str, int] = {}
-        self._swap = threading.Lock()  # a channel's receiver replaced vs counters read
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._subs: list[FallbackStream] = []
 
     # -- public ------------------------------------------------------------------------------
     def start(self) -> ScatterSubscriber:
         """Start receiving every channel; returns at once (they connect later)."""
-        if self._subs:
-            return self
-        self._stop.clear()
-        self._subs = [self._open(channel, self.process) for channel in self.channels]
-        if self.process:
-            self._watcher = threading.Thread(target=self._watch, name="pva-scatter watch",
-                                             daemon=True)
-            self._watcher.start()
+        if not self._subs:
+            self._subs = [FallbackStream(channel, process=self.process, queue=self,
+                                         ledger=self.ledger, monitor_queue=self.monitor_queue,
+                                         on_status=self.on_status, ring_bytes=self.ring_bytes)
+                          for channel in self.channels]
+        for sub in self._subs:
+            sub.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every channel (idempotent); frames already queued stay readable, and ids still
         missing count as lost."""
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout)
-            self._watcher = None
         for sub in self._subs:
             sub.stop(timeout)
         self.ledger.settle()
 
     @property
     def counters(self) -> dict[str, int]:
-        with self._swap:
-            counters = dict(self._retired)
-            for sub in self._subs:
-                for key, value in sub.counters.items():
-                    counters[key] = counters.get(key, 0) + value
+        counters = summed(sub.counters for sub in self._subs)
         counters.update(lost=self.ledger.lost, repeated=self.ledger.repeated,
                         restarts=self.ledger.restarts)
         return counters
@@ -176,34 +154,10 @@ class ScatterSubscriber(FrameQueue):
     @property
     def receivers(self) -> tuple:
         """The current subscriber of each channel, in the order of :attr:`channels`."""
-        return tuple(self._subs)
+        return tuple(sub.receiver for sub in self._subs)
 
     def __enter__(self) -> ScatterSubscriber:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    # -- internals ---------------------------------------------------------------------------
-    def _status(self, text: str) -> None:
-        report(text, self.on_status, self.channel)
-
-    def _open(self, channel: str, process: bool):
-        return start_image_subscriber(channel, process=process, on_fallback=self._status,
-                                      monitor_queue=self.monitor_queue, on_status=self.on_status,
-                                      queue=self, ledger=self.ledger, ring_bytes=self.ring_bytes)
-
-    def _watch(self) -> None:
-        """Receive in this process the channels whose receiving process failed."""
-        while not self._stop.wait(_WATCH_S):
-            for k, sub in enumerate(self._subs):
-                failed = getattr(sub, "failed", None)
-                if not failed:
-                    continue
-                sub.stop()
-                new = self._open(sub.channel, process=False)
-                with self._swap:
-                    for key, value in sub.counters.items():
-                        self._retired[key] = self._retired.get(key, 0) + value
-                    self._subs[k] = new
-                self._status(f"receiving {sub.channel} in the server process: {failed}")

@@ -23,8 +23,8 @@ import numpy as np
 
 from ..errors import BadFrame, BadParameter, TomostreamError
 from ..pva.fields import read_field, read_theta
-from ..pva.receive_process import start_image_subscriber
-from ..pva.scatter import ScatterSubscriber, plugin_prefixes
+from ..pva.receiving import open_image_stream
+from ..pva.scatter import plugin_prefixes
 from ..pva.subscriber import LatestValue
 from ..recon import OrthoReconstructor
 from .axis import AxisFollower
@@ -134,8 +134,7 @@ class StreamSession:
         self.stager.close()
 
     def _follow_image(self) -> None:
-        """(Re)subscribe to the detector images when the plugin prefix is (newly) known, and
-        receive in this process when the receiving process has failed."""
+        """(Re)subscribe to the detector images when the plugin prefix is (newly) known."""
         prefix = self.tomoscan.plugin_prefix
         if prefix is None:
             return
@@ -147,33 +146,19 @@ class StreamSession:
                 self.link.status(f"Running: cannot follow the detector: {exc}")
             return
         channel = ", ".join(channels)
-        failed = getattr(self.image, "failed", None)
         if self.image is not None:
-            if self.image.channel == channel and not failed:
+            if self.image.channel == channel:
                 return
             self.counters.retire(self.image)
             self.image.stop()
-        if failed:
-            due = time.monotonic() + self.config.frame_type_window
-            self.held.extend((due, frame) for frame in self.image.drain())
-            self.image = self._subscribe(channels, process=False,
-                                         last_unique_id=self.image.last_unique_id)
-            self.link.status(f"Running: receiving {channel} in the server process: {failed}")
-            return
-        self.image = self._subscribe(channels, process=self.config.receive_process)
+        self.image = self._subscribe(channels)
         self.link.status(f"Running: following {channel}")
 
-    def _subscribe(self, channels: list[str], process: bool, last_unique_id: int | None = None):
-        """A started subscriber to ``channels``: one :class:`ScatterSubscriber` for several;
-        for one, in a child process when ``process`` and it can be
-        (:mod:`tomostream.pva.receive_process`), else in this one."""
-        kw = dict(queue_size=self.config.queue_size, on_status=self.messages.put,
-                  last_unique_id=last_unique_id)
-        if len(channels) > 1:
-            return ScatterSubscriber(channels, process=process, **kw).start()
-        return start_image_subscriber(channels[0], process=process,
-                                      on_fallback=lambda text: self.link.status("Running: " + text),
-                                      **kw)
+    def _subscribe(self, channels: list[str]):
+        """A started :class:`~tomostream.pva.stream.ImageStream` of ``channels``
+        (:func:`~tomostream.pva.receiving.open_image_stream` decides where it is received)."""
+        return open_image_stream(channels, process=self.config.receive_process,
+                                 queue_size=self.config.queue_size, on_status=self.messages.put)
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> None:
