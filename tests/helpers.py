@@ -97,10 +97,12 @@ def _pva_probe(server) -> str:
             found = "found"
         except Exception as exc:  # a diagnosis: any failure is the answer
             found = f"not found ({type(exc).__name__})"
-    channel = getattr(image, "_channel", None)
+    receiver = getattr(image, "receiver", image)  # one channel: the subscriber receiving now
+    channel = getattr(receiver, "_channel", None)
     state = f"channel says connected={channel.isConnected()}" if channel is not None else "no channel"
     return (f"p4p {found} {image.channel}; subscriber counters {image.counters}, "
-            f"connected={image.connected} (ever={image._ever_connected}), {state}")
+            f"connected={image.connected} (ever={getattr(receiver, '_ever_connected', '?')}), "
+            f"{state}")
 
 
 def channel_defaults(stream_prefix: str, sim_prefix: str) -> dict[str, str]:

@@ -134,7 +134,7 @@ def test_slices_follow_the_scan_and_the_parameters(beamline, quiet_server, ca, s
 
     start_recon(ca, quiet_server)
     scan(sim_ca, ca)
-    receiver = quiet_server.image_stream
+    receiver = quiet_server.image_stream.receiver
     assert isinstance(receiver, ProcessImageSubscriber) and receiver.pid != os.getpid()
     ortho = (ca.get("OrthoX"), ca.get("OrthoY"), ca.get("OrthoZ"))
     assert ortho == (N // 2, N // 2, NZ // 2)
@@ -413,7 +413,7 @@ def test_receiving_process_that_dies_too_often_falls_back_to_the_server_process(
     fallback = lambda: [t for t in caplog.messages if "in the server process" in t]  # noqa: E731
     wait_until(fallback, 10.0, lambda: f"the fall-back reported: {caplog.messages[-5:]}")
     assert "receiving process ended 1 times within 60 s" in fallback()[0]
-    receiver = quiet_server.image_stream
+    receiver = quiet_server.image_stream.receiver
     assert type(receiver) is ImageSubscriber
     wait_until(lambda: receiver.connected, FIRST_CONNECTION, "the server's own subscriber connected")
     scan(sim_ca, ca)

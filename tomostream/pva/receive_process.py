@@ -34,13 +34,13 @@ import numpy as np
 from ..background import Background
 from ..errors import TomostreamError
 from . import shm
+from .frame_queue import FrameQueue
 from .launcher import Child, child_wire, launch
 from .ledger import IdLedger
+from .monitor import ChannelState
 from .ntnda import Frame
 from .ring import HELD_FRAMES, RING_BYTES, Ring, ring_slots, unlink_rings
 from .subscriber import ImageSubscriber
-from .frame_queue import FrameQueue
-from .monitor import ChannelState
 from .wire import Dropped, Fatal, FrameIn, NewRing, Ready, State, Wire
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 
 from ..errors import BadParameter
 from ..vocabulary import MAX_PLUGINS
-from .ledger import IdLedger
 from .frame_queue import FrameQueue
+from .ledger import IdLedger
 from .ring import RING_BYTES
 from .stream import FallbackStream, summed
 
