@@ -13,7 +13,7 @@ import tomostream
 
 PACKAGE = Path(tomostream.__file__).parent
 #: The ground floor every layer may use.
-GROUND = {"errors", "vocabulary", "unique_ids", "epics_env", "childproc"}
+GROUND = {"errors", "vocabulary", "unique_ids", "epics_env", "childproc", "background"}
 #: What each layer may import besides the ground floor (the top: cli, demo, may import all).
 ALLOWED = {
     "recon": set(),
