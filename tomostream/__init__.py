@@ -11,7 +11,11 @@ Layers (dependencies point one way):
 - :mod:`tomostream.sim`    a simulated TomoScan streaming beamline
 
 Every layer may use the ground floor: :mod:`tomostream.errors`, :mod:`tomostream.vocabulary`
-(the records' enum states) and :mod:`tomostream.unique_ids` (frame counters that wrap).
+(the records' enum states), :mod:`tomostream.unique_ids` (frame counters that wrap),
+:mod:`tomostream.background` (a loop in a daemon thread), :mod:`tomostream.childproc` (children
+that end with their parent) and :mod:`tomostream.epics_env` (EPICS network settings). Each layer
+imports only those below it, with no import circle; the README's Layout section maps the
+modules.
 """
 
 __version__ = "0.1.0"
