@@ -15,6 +15,7 @@ from ..io.catalog import default_data_dir
 from ..ioc.access import ALL_INTERFACES, WriteAllowList, bind_env, server_interfaces, split_hosts
 from ..ioc.autosave import autosave_path
 from ..ioc.tomostream_ioc import ZOOM_NAMES, TomoStreamIOC
+from ..recon.backend import BACKENDS
 from .stream_server import StreamServer
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix", default="2bmb:TomoStream:", help="IOC PV prefix [%(default)s]")
     parser.add_argument("--ca-port", type=int, default=0,
                         help="CA search port of the IOC (0: EPICS_CA_SERVER_PORT or 5064)")
-    parser.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="reconstruction backend [%(default)s]")
     names = parser.add_argument_group(
         "channel names", "start-up values of the name PVs; given here they win over the autosave "
