@@ -9,7 +9,9 @@ frame size or the angle table changes) and hands the slices to the publisher whe
 :class:`~.pacing.Pacer` says one is due.
 
 The session knows its server only through a :class:`SessionConfig` (frozen at StartRecon) and
-a :class:`ServerLink` (what it may do to the server: say, write PVs, read commands).
+a :class:`ServerLink` (what it may do to the server: say, write PVs, read commands). The frame
+path never waits on the IOC: what it decides to say in ReconStatus, and the slice positions it
+places for a new frame size, are written between steps of the loop.
 """
 
 from __future__ import annotations
@@ -106,7 +108,10 @@ class StreamSession:
         self.staging: np.ndarray | None = None
         self.stager = FrameStager()
         self.last_status = 0.0
+        #: ReconStatus texts and PV writes decided while frames are handled, made by
+        #: :meth:`_flush` between steps, so the frame path never waits on the IOC.
         self.messages: queue.SimpleQueue = queue.SimpleQueue()
+        self.pv_writes: dict = {}
         self.abort = False
         self.finished = False
         #: (monotonic time due, frame): frames waiting for late FrameType changes.
@@ -173,12 +178,14 @@ class StreamSession:
                 frames = self._next_batch()
                 if frames:
                     self._process(frames)
+                self._flush()
                 self._maybe_publish()
                 self.axis.step(self.rec, self.counters.used, self.used)
                 self._maybe_report()
         finally:
             self.finished = True
             self.close()
+            self._flush()
             self._report_counters()
             self.link.status("Stopped")
 
@@ -196,6 +203,12 @@ class StreamSession:
                 self.pacer.changed()  # the next update goes to the new channel
             elif suffix in CHANNEL_PVS:
                 self.link.status(f"{suffix} changed: takes effect at the next StartRecon")
+
+    def _flush(self) -> None:
+        """Make the PV writes and say the ReconStatus texts decided since the last flush."""
+        if self.pv_writes:
+            writes, self.pv_writes = self.pv_writes, {}
+            self.link.set_pvs(writes)
         while True:
             try:
                 self.link.status(self.messages.get_nowait())
@@ -249,7 +262,7 @@ class StreamSession:
                 # the buffer keeps its raw frames: they are normalised again with the new field
                 # at the next image, so the slices stay up through a retake
                 self.pacer.changed()
-                self.link.status(f"Running: new {kind} field: the {self.rec.filled} buffered "
+                self.messages.put(f"Running: new {kind} field: the {self.rec.filled} buffered "
                                  f"frames normalised with it")
 
     def _set_field(self, kind: str, value: np.ndarray) -> bool:
@@ -259,7 +272,7 @@ class StreamSession:
         try:
             getattr(self.rec, f"set_{kind}")(value)
         except BadFrame as exc:
-            self.link.status(f"Running: {kind} field refused: {exc}")
+            self.messages.put(f"Running: {kind} field refused: {exc}")
             return False
         self.used[kind] = value
         return True
@@ -280,20 +293,23 @@ class StreamSession:
                 self._set_field(kind, value)
         moved = centred(self.link.value, width, height) if old is None else \
             rescaled(self.link.value, old, self.shape) if old != self.shape else {}
-        if moved:
-            self.link.set_pvs(moved)
+        self.pv_writes.update(moved)
         self._apply_params()
         self.pacer.changed()
-        self.link.status(f"Running: {why}: {width}x{height} frames, {size} in 180 degrees "
+        self.messages.put(f"Running: {why}: {width}x{height} frames, {size} in 180 degrees "
                          f"({self.rec.backend} backend)")
+
+    def _value(self, suffix: str):
+        """A TomoStream PV's value, with the writes not made yet."""
+        return self.pv_writes[suffix] if suffix in self.pv_writes else self.link.value(suffix)
 
     def _apply_params(self) -> None:
         if self.rec is None:
             return
         try:
-            self.rec.set_params(**engine_params(self.link.value, self.shape[1], self.shape[0]))
+            self.rec.set_params(**engine_params(self._value, self.shape[1], self.shape[0]))
         except (TomostreamError, ValueError) as exc:
-            self.link.status(f"Running: parameter refused by the reconstruction: {exc}")
+            self.messages.put(f"Running: parameter refused by the reconstruction: {exc}")
         self.pacer.changed()
 
     def _take(self, frame) -> bool:
@@ -308,7 +324,7 @@ class StreamSession:
         elif verdict.action is Action.RESIZE:
             self._build(*array.shape, "frame size changed")
         elif verdict.action is Action.RETYPE:
-            self.link.status(f"Running: {verdict.why}")
+            self.messages.put(f"Running: {verdict.why}")
         elif verdict.action is Action.REFUSE:
             self._refuse(frame, verdict.why)
             return False
@@ -321,7 +337,7 @@ class StreamSession:
         now = time.monotonic()
         if now - self.last_refusal >= REFUSAL_PERIOD:
             self.last_refusal = now
-            self.link.status(f"Running: frame uniqueId {frame.unique_id} refused: {why} "
+            self.messages.put(f"Running: frame uniqueId {frame.unique_id} refused: {why} "
                              f"({self.counters.bad} refused in this run)")
 
     def _process(self, frames: list) -> None:
@@ -369,7 +385,7 @@ class StreamSession:
             if not isinstance(exc, BadFrame | ValueError):
                 log.exception("%d frames refused by the reconstruction", len(arrays))
             self.counters.bad += len(arrays)
-            self.link.status(f"Running: {len(arrays)} frames refused: {type(exc).__name__}: {exc}")
+            self.messages.put(f"Running: {len(arrays)} frames refused: {type(exc).__name__}: {exc}")
             return
         self.counters.used += len(arrays)
         self.pacer.changed(times)
