@@ -13,6 +13,7 @@
 - :mod:`.axis`: the rotation axis found live (CenterEstimate, CenterAuto);
 - :mod:`.frames`: frame bookkeeping (FrameType history, counters, latency);
 - :mod:`.staging`: frames stacked for the engine by a few threads;
+- :mod:`.heartbeat`: Watchdog, and what the worker cannot say while busy or dead;
 - :mod:`.heap`: freed heap memory handed back to the OS;
 - :mod:`.cli`: the command line.
 """

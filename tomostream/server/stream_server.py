@@ -36,18 +36,16 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Mapping, Sequence
 
 from ..errors import TomostreamError
 from ..ioc import IocThread
 from ..ioc.autosave import Autosave
-from ..ioc.records import WATCHDOG_RESET
 from ..ioc.tomostream_ioc import TomoStreamIOC
 from ..pva.publish_process import InlinePublisher, ProcessPublisher
 from ..recon.warmup import warm_up
 from .frames import LatencyStats
-from .heap import release_free_memory
+from .heartbeat import Heartbeat
 from .link import ServerLink, SessionConfig
 from .session import StreamSession
 
@@ -59,10 +57,6 @@ log = logging.getLogger(__name__)
 #: cover the delivery of one CA update, but on a busy 2-core machine that took over 20 ms
 #: (dark frames leaked into the buffer); it adds to the latency of every frame.
 FRAME_TYPE_WINDOW = 0.1
-#: Seconds between heartbeats (Watchdog set to WATCHDOG_RESET); well under WATCHDOG_RESET.
-HEARTBEAT_PERIOD = 1.5
-#: Age [s] of the worker's last counter report after which the heartbeat publishes them.
-STALE_REPORT = 1.0
 #: Keyword defaults of StreamServer -> PV suffix.
 DEFAULT_PVS = {
     "tomoscan_prefix": "TomoScanPVPrefix",
@@ -77,6 +71,10 @@ DEFAULT_PVS = {
 
 class StreamServer:
     """TomoStream IOC + streaming ortho-slice reconstruction, in this process.
+
+    ``backend``, ``batch_max``, ``max_rate``, ``queue_size``, ``markers``, ``receive_process``
+    and ``frame_type_window`` are read at each StartRecon (:meth:`session_config`): changing
+    one of these attributes takes effect at the next.
 
     Parameters
     ----------
@@ -178,14 +176,12 @@ class StreamServer:
         #: Set once the worker has compiled the reconstruction kernels (:meth:`start` waits).
         self.warm = threading.Event()
         self._worker: threading.Thread | None = None
-        self._heartbeat: threading.Thread | None = None
+        self._heartbeat: Heartbeat | None = None
         #: Serves ReconPVAName: a ProcessPublisher or an InlinePublisher (valid after start).
         self.publisher: ProcessPublisher | InlinePublisher | None = None
         self._publisher_note = ""
         self._restored_note = ""
         self._session: StreamSession | None = None
-        #: Device failures the engine answered with smaller batches or the CPU (all sessions).
-        self.degraded = 0
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> StreamServer:
@@ -206,9 +202,8 @@ class StreamServer:
         self.warm.clear()
         self._worker = threading.Thread(target=self._work, name="tomostream-worker", daemon=True)
         self._worker.start()
-        self._heartbeat = threading.Thread(target=self._beat, name="tomostream-heartbeat",
-                                           daemon=True)
-        self._heartbeat.start()
+        self._heartbeat = Heartbeat(self._worker, lambda: self._session, self.set_pvs, self.status,
+                                    self.stopping).start()
         while not self.warm.wait(0.1) and self._worker.is_alive():
             pass
         return self
@@ -230,7 +225,7 @@ class StreamServer:
         self.commands.put(("stop", None))
         self._worker.join(timeout)
         self._heartbeat.join(timeout)
-        self._worker = self._heartbeat = None
+        self._worker = None
         if self.autosave is not None:
             self.autosave.stop()
         self.publisher.close()
@@ -281,6 +276,12 @@ class StreamServer:
         session = self._session
         inputs = None if session is None else session.axis.inputs
         return None if inputs is None else inputs[1]
+
+    @property
+    def degraded(self) -> int:
+        """Device failures the engine answered with smaller batches or the CPU, since the last
+        :meth:`start`."""
+        return 0 if self._heartbeat is None else self._heartbeat.degraded
 
     @property
     def running(self) -> bool:
@@ -340,52 +341,6 @@ class StreamServer:
         """Show ``text`` in ReconStatus (and the log), from any thread but the IOC loop."""
         log.info("%s", text)
         self.set_pvs({"ReconStatus": text[:255]})
-
-    def _beat(self) -> None:
-        """Keep Watchdog up while the worker lives; when it has died, drop it at once.
-
-        Also reports, in ReconStatus, each fall-back the reconstruction engine made after a
-        device failure (smaller batches, the CPU), and hands the heap's free pages back to the
-        OS, so the resident memory follows what is in use.
-        """
-        worker = self._worker
-        seen: tuple[object, int] = (None, 0)   # (reconstructor, degradations reported)
-        while not self.stopping.is_set():
-            if worker.is_alive():
-                self.set_pvs({"Watchdog": WATCHDOG_RESET})
-                seen = self._report_degradations(*seen)
-                self._report_for_busy_worker()
-                release_free_memory()
-            elif not self.stopping.is_set():
-                log.error("the reconstruction worker has ended: ServerRunning goes to Stopped")
-                self.set_pvs({"Watchdog": 0, "ServerRunning": "Stopped",
-                              "ReconStatus": "Stopped: the reconstruction worker ended "
-                                             "unexpectedly; restart the server"})
-                return
-            self.stopping.wait(HEARTBEAT_PERIOD)
-
-    def _report_for_busy_worker(self) -> None:
-        """Publish the frame counters when the worker has not for a while (stuck in a long
-        reconstruction step), so FramesReceived / FramesDropped keep telling the truth."""
-        session = self._session
-        if session is None or session.finished:
-            return
-        if time.monotonic() - session.last_status > STALE_REPORT:
-            self.set_pvs(session.counters.pvs(session.image))
-
-    def _report_degradations(self, rec, reported: int) -> tuple[object, int]:
-        """Show the engine's device fall-backs not reported yet; return what is reported now."""
-        session = self._session
-        current = getattr(session, "rec", None)
-        if current is None:
-            return rec, reported
-        if current is not rec:
-            rec, reported = current, 0
-        notes = list(current.degradations)
-        if len(notes) > reported:
-            self.status(f"Running: reconstruction degraded: {notes[-1]}")
-            self.degraded += len(notes) - reported
-        return rec, len(notes)
 
     # -- worker ------------------------------------------------------------------------------
     def _warm_up(self) -> None:
