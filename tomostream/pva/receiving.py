@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..errors import BadParameter
 from .ring import RING_BYTES
-from .scatter import ScatterSubscriber
+from .scatter import ScatterSubscriber, checked_channels
 from .stream import FallbackStream, ImageStream
 
 
@@ -49,11 +48,9 @@ def open_image_stream(channels: Sequence[str], *, process: bool, queue_size: int
     BadParameter
         When ``channels`` is empty, or names a channel twice.
     """
-    channels = list(channels)
+    channels = checked_channels(channels)
     kw = dict(process=process, on_status=on_status, last_unique_id=last_unique_id,
               ring_bytes=ring_bytes, monitor_queue=monitor_queue)
     if len(channels) > 1:
         return ScatterSubscriber(channels, queue_size, **kw).start()
-    if not channels or not channels[0]:
-        raise BadParameter(f"channels {channels}: need one or more distinct names")
     return FallbackStream(channels[0], queue_size, **kw).start()

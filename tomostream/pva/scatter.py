@@ -57,6 +57,15 @@ def plugin_prefixes(prefix: str, count: int) -> list[str]:
     return [f"{head}{int(number) + k}{tail}" for k in range(count)]
 
 
+def checked_channels(channels: Sequence[str]) -> tuple[str, ...]:
+    """``channels`` as a tuple, refused (:class:`~tomostream.errors.BadParameter`) when empty,
+    when one is empty, or when one is named twice."""
+    channels = tuple(channels)
+    if not channels or len(set(channels)) != len(channels) or not all(channels):
+        raise BadParameter(f"channels {list(channels)}: need one or more distinct names")
+    return channels
+
+
 class ScatterSubscriber(FrameQueue):
     """Frames of one stream spread over several NTNDArray channels, in one queue.
 
@@ -98,9 +107,7 @@ class ScatterSubscriber(FrameQueue):
     def __init__(self, channels: Sequence[str], queue_size: int = 32, *, monitor_queue: int = 100,
                  on_status: Callable[[str], None] | None = None, process: bool = True,
                  ring_bytes: int = RING_BYTES, last_unique_id: int | None = None):
-        channels = tuple(channels)
-        if not channels or len(set(channels)) != len(channels) or not all(channels):
-            raise BadParameter(f"channels {list(channels)}: need one or more distinct names")
+        channels = checked_channels(channels)
         self._init_queue(queue_size)
         self.channels = channels
         self.channel = ", ".join(channels)

@@ -156,14 +156,11 @@ class StreamSession:
                 return
             self.counters.retire(self.image)
             self.image.stop()
-        self.image = self._subscribe(channels)
+        # where the frames are received (a child process, else this one) is decided there
+        self.image = open_image_stream(channels, process=self.config.receive_process,
+                                       queue_size=self.config.queue_size,
+                                       on_status=self.messages.put)
         self.link.status(f"Running: following {channel}")
-
-    def _subscribe(self, channels: list[str]):
-        """A started :class:`~tomostream.pva.stream.ImageStream` of ``channels``
-        (:func:`~tomostream.pva.receiving.open_image_stream` decides where it is received)."""
-        return open_image_stream(channels, process=self.config.receive_process,
-                                 queue_size=self.config.queue_size, on_status=self.messages.put)
 
     # -- main loop ---------------------------------------------------------------------------
     def run(self) -> None:
